@@ -1,0 +1,102 @@
+"""The algorithm protocol, and the shared base of the gradient-based algorithms.
+
+Every algorithm hands the trainer a (pseudo-)gradient through ``meta_grad``, so one trainer
+and one optax outer optimizer serve them all: most algorithms differentiate a meta-loss, while
+Reptile and iMAML (later) compute their update directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import chex
+import jax
+import optax
+
+from metajax.core.functional import Model
+from metajax.core.inner import InnerResult, adapt
+from metajax.core.types import Params, Split, Task
+
+Metrics = dict[str, chex.Array]
+
+
+class MetaAlgorithm(Protocol):
+    """What the trainer and the evaluator need from an algorithm."""
+
+    def init(self, key: chex.PRNGKey) -> Params:
+        """Fresh meta-parameters."""
+        ...
+
+    def meta_grad(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[Params, Metrics]:
+        """The meta-gradient of one task, and scalar metrics (``"meta_loss"`` among them)."""
+        ...
+
+    def adapt(self, meta_params: Params, support: Split, **kwargs: Any) -> InnerResult:
+        """Task-specific parameters from a support split."""
+        ...
+
+    def predict(self, params: Params, x: chex.Array) -> chex.Array:
+        """Outputs of adapted parameters on inputs ``x``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientAlgorithm:
+    """Shared base: a model, a loss, and the inner-loop engine's settings.
+
+    Subclasses define ``meta_loss``; ``meta_grad`` is its gradient.
+
+    Attributes:
+      model: the model as pure functions.
+      loss: ``loss(predictions, targets) -> scalar``.
+      inner_optimizer: the inner-loop optax optimizer (``optax.sgd(alpha)`` for MAML).
+      inner_steps: inner updates during meta-training.
+      first_order: drop second-order terms (``stop_gradient`` on inner gradients).
+      remat: ``jax.checkpoint`` each inner step (memory flat in ``inner_steps``).
+    """
+
+    model: Model
+    loss: Callable[[chex.Array, chex.Array], chex.Array]
+    inner_optimizer: optax.GradientTransformation
+    inner_steps: int = 1
+    first_order: bool = False
+    remat: bool = False
+
+    def init(self, key: chex.PRNGKey) -> Params:
+        return self.model.init(key)
+
+    def predict(self, params: Params, x: chex.Array) -> chex.Array:
+        return self.model.apply(params, x)
+
+    def split_loss(self, params: Params, split: Split) -> chex.Array:
+        """The loss of ``params`` on one split."""
+        return self.loss(self.model.apply(params, split.x), split.y)
+
+    def adapt(
+        self,
+        meta_params: Params,
+        support: Split,
+        *,
+        steps: int | None = None,
+        track: Callable[[Params], Any] | None = None,
+    ) -> InnerResult:
+        """Runs the inner loop; ``steps`` defaults to the training ``inner_steps``."""
+        return adapt(
+            self.split_loss,
+            meta_params,
+            support,
+            optimizer=self.inner_optimizer,
+            steps=self.inner_steps if steps is None else steps,
+            first_order=self.first_order,
+            remat=self.remat,
+            track=track,
+        )
+
+    def meta_loss(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[chex.Array, Metrics]:
+        raise NotImplementedError
+
+    def meta_grad(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[Params, Metrics]:
+        grads, metrics = jax.grad(self.meta_loss, has_aux=True)(meta_params, task, key)
+        return grads, metrics

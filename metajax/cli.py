@@ -1,0 +1,115 @@
+"""The ``metajax`` command: ``train``, ``eval`` and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from metajax import config as config_lib
+from metajax.train import checkpoint
+from metajax.train.evaluate import evaluate
+from metajax.train.plots import plot_regression_adaptation
+from metajax.train.trainer import NonFiniteLossError, load_state, train
+
+
+def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    return "\n".join(f"  {k:<16} {v['mean']:.4f} +/- {v['ci95']:.4f} (95% CI)" for k, v in metrics.items())
+
+
+def _evaluate_run(workdir: Path, num_tasks: int | None) -> tuple[str, dict]:
+    config, experiment, state = load_state(workdir)
+    metrics = evaluate(
+        experiment, state.params, num_tasks=num_tasks or config.eval_tasks, seed=config.eval_seed
+    )
+    return config.name, metrics
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_lib.override(config_lib.get_config(args.config), args.set or [])
+    workdir = Path(args.workdir or f"runs/{config.name}")
+    experiment = config.build()
+    print(f"metajax: training {config.name} for {config.steps:,} meta-steps in {workdir}")
+    t0 = time.perf_counter()
+    try:
+        state = train(config, workdir, experiment=experiment, progress=args.progress)
+    except NonFiniteLossError as err:
+        print(f"metajax: error: {err}", file=sys.stderr)
+        return 1
+    wall = time.perf_counter() - t0
+    print(f"metajax: trained to step {int(state.step):,} in {wall:.1f}s")
+    metrics = evaluate(experiment, state.params, num_tasks=config.eval_tasks, seed=config.eval_seed)
+    print(f"metajax: evaluation on {config.eval_tasks} test tasks:\n{_format_metrics(metrics)}")
+    if hasattr(experiment.test_tasks, "function"):
+        plot = workdir / "adaptation.png"
+        plot_regression_adaptation(experiment, state.params, plot)
+        print(f"metajax: wrote {plot}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    name, metrics = _evaluate_run(Path(args.workdir), args.tasks)
+    if args.json:
+        print(json.dumps({"config": name, "metrics": metrics}))
+    else:
+        print(f"{name} ({args.workdir}):\n{_format_metrics(metrics)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from metajax import algorithms, tasks
+
+    print("configs:")
+    for name, factory in sorted(config_lib.available_configs().items()):
+        cfg = factory(name=name)
+        print(f"  {name:<24} {type(cfg).__name__}, {cfg.steps:,} steps")
+    print("algorithms:")
+    for name in algorithms.__all__:
+        obj = getattr(algorithms, name)
+        doc = (obj.__doc__ or "").strip().splitlines()
+        print(f"  {name:<24} {doc[0] if doc else ''}")
+    print("task distributions:")
+    for name in tasks.__all__:
+        doc = (getattr(tasks, name).__doc__ or "").strip().splitlines()
+        print(f"  {name:<24} {doc[0] if doc else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metajax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train a named config")
+    p.add_argument("config", help="a config name (see `metajax list`)")
+    p.add_argument("--workdir", help="the run's folder (default: runs/CONFIG)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", default=None, help="force the progress bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run")
+    p.add_argument("workdir")
+    p.add_argument("--tasks", type=int, help="test tasks (default: the config's eval_tasks)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("list", help="show configs, algorithms and task distributions")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (config_lib.ConfigError, checkpoint.CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"metajax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Models as pure functions: ``init(key) -> params`` and ``apply(params, x) -> y``.
+
+Meta-learning differentiates through parameter updates, so a model must be a pure function
+of an explicit parameter pytree. `Model` is that pair of functions; the adapters below build
+one from a Flax NNX module (the API Flax recommends), a Flax Linen module, or plain functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+from flax import nnx
+
+from metajax.core.types import Params
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A model as two pure functions.
+
+    Attributes:
+      init: ``init(key) -> params``, a fresh parameter pytree.
+      apply: ``apply(params, x) -> y``, batched over the leading axis of ``x``.
+    """
+
+    init: Callable[[chex.PRNGKey], Params]
+    apply: Callable[[Params, chex.Array], chex.Array]
+
+    def __call__(self, params: Params, x: chex.Array) -> chex.Array:
+        return self.apply(params, x)
+
+
+def from_nnx(module_factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module) -> Model:
+    """Turns a Flax NNX module into a `Model` by ``nnx.split`` / ``nnx.merge``.
+
+    The parameters are the module's ``nnx.Param`` variables, as an ``nnx.State`` pytree.
+    Any other state (constants, non-trainable variables) is held fixed and is not
+    differentiated. The module must not mutate state in ``__call__`` (use batch statistics
+    without running averages, as `metajax.models.Conv4` does).
+
+    Args:
+      module_factory: a function ``rngs -> module`` (preferred: ``init`` then draws fresh
+        weights from its key), or a module instance (``init`` then returns its current
+        parameters whatever the key).
+
+    Returns:
+      A `Model`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> model = from_nnx(lambda rngs: nnx.Linear(3, 2, rngs=rngs))
+      >>> params = model.init(jax.random.key(0))
+      >>> model.apply(params, jnp.ones((4, 3))).shape
+      (4, 2)
+    """
+    if isinstance(module_factory, nnx.Module):
+        graphdef, fixed_params, rest = nnx.split(module_factory, nnx.Param, ...)
+
+        def init(key: chex.PRNGKey) -> Params:
+            del key
+            return fixed_params
+
+    else:
+        abstract = nnx.eval_shape(lambda: module_factory(nnx.Rngs(0)))
+        graphdef, _, rest = nnx.split(abstract, nnx.Param, ...)
+        if jax.tree.leaves(rest):
+            # Non-parameter state must be concrete: build it once.
+            _, _, rest = nnx.split(module_factory(nnx.Rngs(0)), nnx.Param, ...)
+
+        def init(key: chex.PRNGKey) -> Params:
+            return nnx.split(module_factory(nnx.Rngs(key)), nnx.Param, ...)[1]
+
+    def apply(params: Params, x: chex.Array) -> chex.Array:
+        return nnx.merge(graphdef, params, rest)(x)
+
+    return Model(init=init, apply=apply)
+
+
+def from_linen(module: Any, example_x: chex.Array) -> Model:
+    """Turns a Flax Linen module into a `Model`.
+
+    The ``"params"`` collection is the parameter pytree; other collections from
+    ``module.init`` are held fixed.
+
+    Args:
+      module: a ``flax.linen.Module``.
+      example_x: an input batch with the right shape, used to initialize.
+
+    Returns:
+      A `Model`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> model = from_linen(nn.Dense(2), jnp.ones((1, 3)))
+      >>> model.apply(model.init(jax.random.key(0)), jnp.ones((4, 3))).shape
+      (4, 2)
+    """
+    other = {
+        k: v for k, v in module.init(jax.random.key(0), example_x).items() if k != "params"
+    }
+
+    def init(key: chex.PRNGKey) -> Params:
+        return module.init(key, example_x)["params"]
+
+    def apply(params: Params, x: chex.Array) -> chex.Array:
+        return module.apply({"params": params, **other}, x)
+
+    return Model(init=init, apply=apply)
+
+
+def from_function(
+    apply: Callable[[Params, chex.Array], chex.Array],
+    init: Callable[[chex.PRNGKey], Params],
+) -> Model:
+    """Wraps a plain ``apply(params, x)`` and ``init(key)`` into a `Model`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> model = from_function(lambda p, x: x @ p["w"],
+      ...                       lambda key: {"w": jax.random.normal(key, (3, 1))})
+      >>> model.apply(model.init(jax.random.key(0)), jnp.ones((4, 3))).shape
+      (4, 1)
+    """
+    return Model(init=init, apply=apply)

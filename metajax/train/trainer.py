@@ -1,0 +1,267 @@
+"""The meta-training loop: one jit-compiled meta-step, K of them per dispatch.
+
+A meta-step is a single XLA program: derive this step's key from ``(seed, step)``, sample the
+meta-batch with ``vmap`` over keys, run every task's inner loop and meta-gradient with ``vmap``,
+average, and apply the outer optax update. ``steps_per_dispatch`` of them run under
+``lax.scan`` in one call, with the state's buffers donated. Keys depend only on the seed and
+the step number, so a run resumed from a checkpoint retraces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from tqdm.auto import tqdm
+
+from metajax import config as config_lib
+from metajax.algorithms.base import MetaAlgorithm, Metrics
+from metajax.core.types import Params, TaskDistribution, sample_tasks
+from metajax.train import checkpoint
+
+
+@struct.dataclass
+class TrainState:
+    """The whole training state; a checkpoint holds exactly this.
+
+    Attributes:
+      step: meta-steps done.
+      params: the meta-parameters.
+      opt_state: the outer optimizer's state.
+      key: the run's base key, as raw ``uint32`` key data.
+    """
+
+    step: chex.Array
+    params: Params
+    opt_state: optax.OptState
+    key: chex.Array
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The meta-loss or meta-gradient became NaN or Inf."""
+
+
+def init_state(algorithm: MetaAlgorithm, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh `TrainState`: parameters from ``fold_in(seed, 0)``, steps keyed from the rest.
+
+    Example:
+      >>> import jax, optax
+      >>> from metajax import MAML, from_nnx, losses
+      >>> from metajax.models import MLP
+      >>> maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, optax.sgd(0.01))
+      >>> int(init_state(maml, optax.adam(1e-3), seed=0).step)
+      0
+    """
+    base = jax.random.key(seed)
+    init_key, run_key = jax.random.split(base)
+    params = algorithm.init(init_key)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        key=jax.random.key_data(run_key),
+    )
+
+
+def make_meta_step(
+    algorithm: MetaAlgorithm,
+    tasks: TaskDistribution,
+    optimizer: optax.GradientTransformation,
+    meta_batch_size: int,
+) -> Callable[[TrainState], tuple[TrainState, Metrics]]:
+    """One meta-step as a pure function ``state -> (state, metrics)``.
+
+    A step whose meta-loss or meta-gradient is not finite leaves the state unchanged and
+    reports ``finite = False``, so the last good parameters survive for the caller to keep.
+
+    Args:
+      algorithm: provides ``meta_grad(params, task, key)``.
+      tasks: provides ``sample(key)``.
+      optimizer: the outer optax optimizer.
+      meta_batch_size: tasks per step.
+
+    Returns:
+      The step function (not jitted: `make_train_fn` compiles it).
+    """
+
+    def step(state: TrainState) -> tuple[TrainState, Metrics]:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        task_key, alg_key = jax.random.split(key)
+        batch = sample_tasks(tasks, task_key, meta_batch_size)
+        alg_keys = jax.random.split(alg_key, meta_batch_size)
+        grads, metrics = jax.vmap(algorithm.meta_grad, in_axes=(None, 0, 0))(
+            state.params, batch, alg_keys
+        )
+        grads = jax.tree.map(lambda g: g.mean(0), grads)
+        metrics = {k: v.mean(0) for k, v in metrics.items()}
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new = TrainState(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            key=state.key,
+        )
+        finite = jnp.isfinite(metrics["meta_loss"]) & jnp.isfinite(optax.global_norm(grads))
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        metrics["finite"] = finite
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return new, metrics
+
+    return step
+
+
+def make_train_fn(
+    step_fn: Callable[[TrainState], tuple[TrainState, Metrics]],
+) -> Callable[[TrainState, int], tuple[TrainState, Metrics]]:
+    """Compiles ``num_steps`` meta-steps per call under ``lax.scan``, donating the state.
+
+    Returns:
+      ``train_fn(state, num_steps) -> (state, metrics)``, metrics stacked ``[num_steps]``.
+      ``num_steps`` is static: each distinct value compiles once.
+    """
+
+    def run(state: TrainState, num_steps: int) -> tuple[TrainState, Metrics]:
+        return jax.lax.scan(lambda s, _: step_fn(s), state, None, length=num_steps)
+
+    return jax.jit(run, static_argnums=1, donate_argnums=0)
+
+
+def _rewrite_metrics(path: Path, last_step: int) -> None:
+    """Drops lines past ``last_step`` (written after the checkpoint we resume from), atomically."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
+def train(
+    config: config_lib.BaseConfig,
+    workdir: str | os.PathLike,
+    *,
+    experiment: config_lib.Experiment | None = None,
+    progress: bool | None = None,
+) -> TrainState:
+    """Meta-trains ``config`` in ``workdir``, resuming from its newest checkpoint if any.
+
+    Writes ``config.json``, ``checkpoints/step_*.npz`` (atomically, every
+    ``checkpoint_every`` steps and at the end) and ``metrics.jsonl``.
+
+    Args:
+      config: the run's config.
+      workdir: the run's folder.
+      experiment: ``config.build()`` if not given.
+      progress: show a progress bar (default: when stderr is a terminal).
+
+    Returns:
+      The final `TrainState`.
+
+    Raises:
+      NonFiniteLossError: the meta-loss or meta-gradient went NaN/Inf; the newest checkpoint
+        on disk is the last good one.
+      ValueError: ``workdir`` holds a run of a different config.
+    """
+    config.validate()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    experiment = experiment or config.build()
+    ckpt_dir = workdir / "checkpoints"
+    saved = workdir / "config.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        new = config_lib.to_dict(config)
+        differ = sorted(k for k in set(old) | set(new) if k != "steps" and old.get(k) != new.get(k))
+        if differ:
+            raise ValueError(
+                f"{workdir} holds a run with a different config ({', '.join(differ)} differ). "
+                "Use another --workdir, or the same settings to resume it."
+            )
+    config_lib.save_json(saved, config)
+
+    state = init_state(experiment.algorithm, experiment.optimizer, config.seed)
+    if checkpoint.checkpoint_steps(ckpt_dir):
+        _, state = checkpoint.restore(ckpt_dir, state)
+        state = jax.tree.map(jnp.asarray, state)
+    start = int(state.step)
+    metrics_path = workdir / "metrics.jsonl"
+    _rewrite_metrics(metrics_path, start)
+
+    train_fn = make_train_fn(
+        make_meta_step(experiment.algorithm, experiment.train_tasks, experiment.optimizer,
+                       config.meta_batch_size)
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=config.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True)
+    step = start
+    t0 = time.perf_counter()
+    with metrics_path.open("a") as log:
+        while step < config.steps:
+            next_ckpt = (step // config.checkpoint_every + 1) * config.checkpoint_every
+            n = min(config.steps_per_dispatch, config.steps - step, next_ckpt - step)
+            state, metrics = train_fn(state, n)
+            metrics = jax.device_get(metrics)
+            if not metrics["finite"].all():
+                bad = step + int(np.argmin(metrics["finite"]))
+                kept = checkpoint.checkpoint_steps(ckpt_dir)
+                where = f"step {kept[-1]} in {ckpt_dir}" if kept else "none was written yet"
+                bar.close()
+                raise NonFiniteLossError(
+                    f"The meta-loss or meta-gradient became NaN/Inf at step {bad} of {config.name}. "
+                    f"Training stopped; the last good checkpoint is kept ({where}). Lower the "
+                    "learning rates or check the task data for NaN/Inf."
+                )
+            previous, step = step, step + n
+            if step // config.log_every > previous // config.log_every or step == config.steps:
+                record = {"step": step, "wall_s": round(time.perf_counter() - t0, 3)}
+                record.update({k: float(v[-1]) for k, v in metrics.items() if k != "finite"})
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint.save(ckpt_dir, step, state, keep=config.keep_checkpoints)
+            bar.update(n)
+            loss = float(metrics["meta_loss"][-1])
+            bar.set_postfix(meta_loss=f"{loss:.4f}" if math.isfinite(loss) else str(loss))
+    bar.close()
+    if not checkpoint.checkpoint_steps(ckpt_dir):
+        checkpoint.save(ckpt_dir, step, state, keep=config.keep_checkpoints)
+    return state
+
+
+def load_state(workdir: str | os.PathLike) -> tuple[config_lib.BaseConfig, config_lib.Experiment, TrainState]:
+    """The config, experiment and newest `TrainState` of a run in ``workdir``.
+
+    Raises:
+      FileNotFoundError: ``workdir`` has no ``config.json`` (not a metajax run).
+      checkpoint.CheckpointError: no usable checkpoint.
+    """
+    workdir = Path(workdir)
+    saved = workdir / "config.json"
+    if not saved.exists():
+        raise FileNotFoundError(
+            f"{workdir} is not a metajax run: it has no config.json. Train one with "
+            "`metajax train NAME --workdir DIR`."
+        )
+    config = config_lib.from_dict(json.loads(saved.read_text()))
+    experiment = config.build()
+    target = init_state(experiment.algorithm, experiment.optimizer, config.seed)
+    _, state = checkpoint.restore(workdir / "checkpoints", target)
+    return config, experiment, jax.tree.map(jnp.asarray, state)
+
+
+def describe(state: Any) -> str:
+    """A one-line summary of a state's parameter count."""
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    return f"step {int(state.step)}, {n:,} parameters"
