@@ -17,7 +17,9 @@ from metajax.train.trainer import NonFiniteLossError, load_state, train
 
 
 def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    return "\n".join(f"  {k:<16} {v['mean']:.4f} +/- {v['ci95']:.4f} (95% CI)" for k, v in metrics.items())
+    return "\n".join(
+        f"  {k:<16} {v['mean']:.4f} +/- {v['ci95']:.4f} (95% CI)" for k, v in metrics.items()
+    )
 
 
 def _evaluate_run(workdir: Path, num_tasks: int | None) -> tuple[str, dict]:
@@ -106,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (config_lib.ConfigError, checkpoint.CheckpointError, FileNotFoundError, ValueError) as err:
+    except (
+        config_lib.ConfigError,
+        checkpoint.CheckpointError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"metajax: error: {err}", file=sys.stderr)
         return 2
 

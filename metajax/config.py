@@ -8,6 +8,7 @@ A named config is a dataclass deriving from `BaseConfig` whose ``build()`` retur
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -78,8 +79,15 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming any field with an impossible value."""
-        for field in ("steps", "meta_batch_size", "steps_per_dispatch", "checkpoint_every",
-                      "log_every", "keep_checkpoints", "eval_tasks"):
+        for field in (
+            "steps",
+            "meta_batch_size",
+            "steps_per_dispatch",
+            "checkpoint_every",
+            "log_every",
+            "keep_checkpoints",
+            "eval_tasks",
+        ):
             value = getattr(self, field)
             minimum = 0 if field == "steps" else 1
             if value < minimum:
@@ -192,8 +200,12 @@ def experiments_dir() -> Path:
 
 
 def available_configs() -> dict[str, type[BaseConfig]]:
-    """Every named config, from ``experiments/configs/*.py``."""
-    folder = experiments_dir() / "configs"
+    """Every named config, from ``experiments/configs/*.py`` (each file is loaded once)."""
+    return dict(_load_configs(experiments_dir() / "configs"))
+
+
+@functools.cache
+def _load_configs(folder: Path) -> dict[str, type[BaseConfig]]:
     configs: dict[str, type[BaseConfig]] = {}
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):

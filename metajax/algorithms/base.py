@@ -29,7 +29,9 @@ class MetaAlgorithm(Protocol):
         """Fresh meta-parameters."""
         ...
 
-    def meta_grad(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[Params, Metrics]:
+    def meta_grad(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[Params, Metrics]:
         """The meta-gradient of one task, and scalar metrics (``"meta_loss"`` among them)."""
         ...
 
@@ -94,9 +96,13 @@ class GradientAlgorithm:
             track=track,
         )
 
-    def meta_loss(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[chex.Array, Metrics]:
+    def meta_loss(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[chex.Array, Metrics]:
         raise NotImplementedError
 
-    def meta_grad(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[Params, Metrics]:
+    def meta_grad(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[Params, Metrics]:
         grads, metrics = jax.grad(self.meta_loss, has_aux=True)(meta_params, task, key)
         return grads, metrics

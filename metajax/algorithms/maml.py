@@ -38,7 +38,9 @@ class MAML(GradientAlgorithm):
       ['meta_loss', 'support_loss']
     """
 
-    def meta_loss(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[chex.Array, Metrics]:
+    def meta_loss(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[chex.Array, Metrics]:
         del key
         inner = self.adapt(meta_params, task.support)
         query_loss = self.split_loss(inner.params, task.query)

@@ -20,7 +20,9 @@ from metajax.core.types import Params, Split, Task
 class Pretrained(GradientAlgorithm):
     """Joint training on all tasks; ``adapt`` fine-tunes with ``inner_optimizer``."""
 
-    def meta_loss(self, meta_params: Params, task: Task, key: chex.PRNGKey) -> tuple[chex.Array, Metrics]:
+    def meta_loss(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[chex.Array, Metrics]:
         del key
         both = Split(
             x=jnp.concatenate([task.support.x, task.query.x]),

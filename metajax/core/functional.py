@@ -101,9 +101,7 @@ def from_linen(module: Any, example_x: chex.Array) -> Model:
       >>> model.apply(model.init(jax.random.key(0)), jnp.ones((4, 3))).shape
       (4, 2)
     """
-    other = {
-        k: v for k, v in module.init(jax.random.key(0), example_x).items() if k != "params"
-    }
+    other = {k: v for k, v in module.init(jax.random.key(0), example_x).items() if k != "params"}
 
     def init(key: chex.PRNGKey) -> Params:
         return module.init(key, example_x)["params"]

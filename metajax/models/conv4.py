@@ -70,7 +70,10 @@ class Conv4(nnx.Module):
     ):
         channels = [in_channels] + [filters] * 4
         self.convs = nnx.List(
-            [nnx.Conv(a, b, (3, 3), padding="SAME", rngs=rngs) for a, b in zip(channels, channels[1:])]
+            [
+                nnx.Conv(a, b, (3, 3), padding="SAME", rngs=rngs)
+                for a, b in zip(channels, channels[1:], strict=True)
+            ]
         )
         self.norms = nnx.List([TransductiveBatchNorm(filters) for _ in range(4)])
         size = image_size

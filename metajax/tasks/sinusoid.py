@@ -49,7 +49,9 @@ class Sinusoid:
 
     def sample(self, key: chex.PRNGKey) -> Task:
         k_amp, k_phase, k_x = jax.random.split(key, 3)
-        amplitude = jax.random.uniform(k_amp, (), minval=self.amplitude[0], maxval=self.amplitude[1])
+        amplitude = jax.random.uniform(
+            k_amp, (), minval=self.amplitude[0], maxval=self.amplitude[1]
+        )
         phase = jax.random.uniform(k_phase, (), minval=self.phase[0], maxval=self.phase[1])
         n = self.k_shot + self.k_query
         x = jax.random.uniform(k_x, (n, 1), minval=self.x_range[0], maxval=self.x_range[1])

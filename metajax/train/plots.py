@@ -43,7 +43,10 @@ def plot_regression_adaptation(
     @jax.jit
     def curves(task):
         return experiment.algorithm.adapt(
-            params, task.support, steps=max(steps), track=lambda phi: experiment.algorithm.predict(phi, grid)
+            params,
+            task.support,
+            steps=max(steps),
+            track=lambda phi: experiment.algorithm.predict(phi, grid),
         ).tracked
 
     preds = jax.vmap(curves)(tasks)  # [tasks, max_steps + 1, grid, 1]
@@ -51,9 +54,14 @@ def plot_regression_adaptation(
     for i, ax in enumerate(axes[0]):
         amp, phase = tasks.info["amplitude"][i], tasks.info["phase"][i]
         ax.plot(grid[:, 0], dist.function(amp, phase, grid)[:, 0], "k-", lw=2, label="true")
-        ax.plot(tasks.support.x[i, :, 0], tasks.support.y[i, :, 0], "k^", ms=7,
-                label=f"{tasks.support.x.shape[1]} support points")
-        for k, style in zip(steps, ["--", "-", "-", "-"], strict=False):
+        ax.plot(
+            tasks.support.x[i, :, 0],
+            tasks.support.y[i, :, 0],
+            "k^",
+            ms=7,
+            label=f"{tasks.support.x.shape[1]} support points",
+        )
+        for k, style in zip(steps, ["--"] + ["-"] * (len(steps) - 1), strict=True):
             ax.plot(grid[:, 0], preds[i, k, :, 0], style, label=f"after {k} step{'s' * (k != 1)}")
         ax.set_title(f"A={float(amp):.2f}, phase={float(phase):.2f}")
         ax.set_xlabel("x")

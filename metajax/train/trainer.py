@@ -53,7 +53,9 @@ class NonFiniteLossError(FloatingPointError):
     """The meta-loss or meta-gradient became NaN or Inf."""
 
 
-def init_state(algorithm: MetaAlgorithm, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(
+    algorithm: MetaAlgorithm, optimizer: optax.GradientTransformation, seed: int
+) -> TrainState:
     """A fresh `TrainState`: parameters from ``fold_in(seed, 0)``, steps keyed from the rest.
 
     Example:
@@ -83,8 +85,8 @@ def make_meta_step(
 ) -> Callable[[TrainState], tuple[TrainState, Metrics]]:
     """One meta-step as a pure function ``state -> (state, metrics)``.
 
-    A step whose meta-loss or meta-gradient is not finite leaves the state unchanged and
-    reports ``finite = False``, so the last good parameters survive for the caller to keep.
+    A step whose meta-loss, meta-gradient or new parameters are not finite leaves the state
+    unchanged and reports ``finite = False``, so the last good parameters survive for the caller to keep.
 
     Args:
       algorithm: provides ``meta_grad(params, task, key)``.
@@ -113,10 +115,14 @@ def make_meta_step(
             opt_state=opt_state,
             key=state.key,
         )
-        finite = jnp.isfinite(metrics["meta_loss"]) & jnp.isfinite(optax.global_norm(grads))
+        finite = (
+            jnp.isfinite(metrics["meta_loss"])
+            & jnp.isfinite(optax.tree.norm(grads))
+            & jnp.isfinite(optax.tree.norm(new.params))
+        )
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
         metrics["finite"] = finite
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return new, metrics
 
     return step
@@ -142,7 +148,9 @@ def _rewrite_metrics(path: Path, last_step: int) -> None:
     """Drops lines past ``last_step`` (written after the checkpoint we resume from), atomically."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
+    ]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(ln + "\n" for ln in keep))
     os.replace(tmp, path)
@@ -182,7 +190,7 @@ def train(
     saved = workdir / "config.json"
     if saved.exists():
         old = json.loads(saved.read_text())
-        new = config_lib.to_dict(config)
+        new = json.loads(json.dumps(config_lib.to_dict(config)))  # tuples -> lists, as saved
         differ = sorted(k for k in set(old) | set(new) if k != "steps" and old.get(k) != new.get(k))
         if differ:
             raise ValueError(
@@ -200,8 +208,12 @@ def train(
     _rewrite_metrics(metrics_path, start)
 
     train_fn = make_train_fn(
-        make_meta_step(experiment.algorithm, experiment.train_tasks, experiment.optimizer,
-                       config.meta_batch_size)
+        make_meta_step(
+            experiment.algorithm,
+            experiment.train_tasks,
+            experiment.optimizer,
+            config.meta_batch_size,
+        )
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True)
@@ -240,7 +252,9 @@ def train(
     return state
 
 
-def load_state(workdir: str | os.PathLike) -> tuple[config_lib.BaseConfig, config_lib.Experiment, TrainState]:
+def load_state(
+    workdir: str | os.PathLike,
+) -> tuple[config_lib.BaseConfig, config_lib.Experiment, TrainState]:
     """The config, experiment and newest `TrainState` of a run in ``workdir``.
 
     Raises:

@@ -22,8 +22,12 @@ class LinenMLP(nn.Module):
 
 def _plain_init(key):
     k1, k2 = jax.random.split(key)
-    return {"w1": jax.random.normal(k1, (1, 8)), "b1": jnp.zeros(8),
-            "w2": jax.random.normal(k2, (8, 1)) / 3, "b2": jnp.zeros(1)}
+    return {
+        "w1": jax.random.normal(k1, (1, 8)),
+        "b1": jnp.zeros(8),
+        "w2": jax.random.normal(k2, (8, 1)) / 3,
+        "b2": jnp.zeros(1),
+    }
 
 
 def _plain_apply(p, x):
@@ -112,7 +116,9 @@ def test_meta_loss_is_query_loss_after_inner_sgd_step():
     expected = maml.split_loss(phi, task.query)
     got, metrics = maml.meta_loss(params, task, jax.random.key(0))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    np.testing.assert_allclose(metrics["support_loss"], maml.split_loss(params, task.support), rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["support_loss"], maml.split_loss(params, task.support), rtol=1e-6
+    )
 
 
 def test_meta_gradient_is_vmappable_over_a_meta_batch():
@@ -125,7 +131,8 @@ def test_meta_gradient_is_vmappable_over_a_meta_batch():
     for i in range(4):
         task_i = jax.tree.map(lambda a, i=i: a[i], tasks)
         single, _ = maml.meta_grad(params, task_i, keys[i])
-        np.testing.assert_allclose(_flat(jax.tree.map(lambda a, i=i: a[i], batched)), _flat(single),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            _flat(jax.tree.map(lambda a, i=i: a[i], batched)), _flat(single), rtol=1e-5, atol=1e-6
+        )
     assert metrics["meta_loss"].shape == (4,)
     assert isinstance(tasks, Task) and isinstance(tasks.support, Split)

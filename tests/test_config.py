@@ -1,0 +1,56 @@
+"""Configs: registry, --set overrides, round trip through config.json."""
+
+import pytest
+
+from metajax.config import ConfigError, available_configs, from_dict, get_config, override, to_dict
+
+
+def test_named_configs_have_the_paper_settings():
+    cfg = get_config("sinusoid-maml")
+    assert (
+        cfg.k_shot,
+        cfg.meta_batch_size,
+        cfg.inner_lr,
+        cfg.inner_steps,
+        cfg.outer_lr,
+        cfg.steps,
+    ) == (10, 25, 0.01, 1, 1e-3, 70_000)
+    assert cfg.hidden == (40, 40)
+    assert get_config("sinusoid-fomaml").algorithm == "fomaml"
+    assert get_config("sinusoid-pretrained").algorithm == "pretrained"
+    for name in available_configs():
+        c = get_config(name)
+        assert {"steps", "seed", "meta_batch_size"} <= set(to_dict(c))
+
+
+def test_override_converts_types():
+    cfg = override(
+        get_config("sinusoid-maml"), ["steps=2000", "inner_lr=0.5", "remat=true", "hidden=8,8,8"]
+    )
+    assert (cfg.steps, cfg.inner_lr, cfg.remat, cfg.hidden) == (2000, 0.5, True, (8, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("stepz=3", r"Unknown config key 'stepz'.*Valid keys: .*steps \(int\)"),
+        ("steps=many", r"Bad value 'many' for steps.*Valid keys"),
+        ("remat=maybe", r"Bad value 'maybe' for remat.*bool"),
+        ("steps", r"--set expects key=value"),
+        ("meta_batch_size=0", r"meta_batch_size must be >= 1"),
+        ("algorithm=sgd", r"algorithm must be one of"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(assignment, message):
+    with pytest.raises(ConfigError, match=message):
+        override(get_config("sinusoid-maml"), [assignment])
+
+
+def test_unknown_config_lists_known_ones():
+    with pytest.raises(ConfigError, match="Known configs: .*sinusoid-maml"):
+        get_config("sinusoid-mamll")
+
+
+def test_round_trip_through_dict():
+    cfg = override(get_config("sinusoid-fomaml"), ["hidden=4,5", "seed=9"])
+    assert from_dict(to_dict(cfg)) == cfg

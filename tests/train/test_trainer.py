@@ -1,0 +1,157 @@
+"""The trainer: dispatch equivalence, learning, NaN stop, resume, config clashes."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metajax
+from metajax import MAML, Sinusoid, from_nnx, losses
+from metajax.config import get_config, override
+from metajax.models import MLP
+from metajax.train import checkpoint
+from metajax.train.trainer import (
+    NonFiniteLossError,
+    init_state,
+    load_state,
+    make_meta_step,
+    make_train_fn,
+    train,
+)
+
+
+def _maml():
+    return MAML(from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, optax.sgd(0.01))
+
+
+def _small(**changes):
+    cfg = get_config("sinusoid-maml")
+    cfg = override(cfg, ["hidden=16,16", "eval_tasks=50", "meta_batch_size=4"])
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_k_steps_per_dispatch_equals_k_single_steps():
+    maml, opt = _maml(), optax.adam(1e-2)
+    step = make_meta_step(maml, Sinusoid(), opt, meta_batch_size=5)
+    run = make_train_fn(step)
+    a = run(init_state(maml, opt, seed=3), 8)[0]
+    b = init_state(maml, opt, seed=3)
+    for _ in range(8):
+        b = run(b, 1)[0]
+    assert int(a.step) == int(b.step) == 8
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+
+
+def test_meta_step_samples_a_new_batch_each_step_and_learns():
+    maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, optax.sgd(0.01))
+    opt = optax.adam(1e-3)
+    run = make_train_fn(make_meta_step(maml, Sinusoid(), opt, meta_batch_size=25))
+    state, metrics = run(init_state(maml, opt, seed=0), 1500)
+    losses_ = np.asarray(metrics["meta_loss"])
+    assert losses_.shape == (1500,)
+    assert len(np.unique(losses_[:10])) == 10  # fresh tasks every step
+    assert losses_[-200:].mean() < 0.5 * losses_[:100].mean()
+    assert bool(metrics["finite"].all())
+
+
+def _nan_from_step(step: int) -> optax.GradientTransformation:
+    """Adam whose updates turn NaN from outer step ``step`` on."""
+    adam = optax.adam(1e-3)
+
+    def update(grads, state, params=None):
+        adam_state, count = state
+        updates, adam_state = adam.update(grads, adam_state, params)
+        poison = jnp.where(count >= step, jnp.nan, 1.0)
+        return jax.tree.map(lambda u: u * poison, updates), (adam_state, count + 1)
+
+    return optax.GradientTransformation(lambda p: (adam.init(p), jnp.zeros((), jnp.int32)), update)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = _small(steps=400, checkpoint_every=10, steps_per_dispatch=5, log_every=5)
+    experiment = dataclasses.replace(cfg.build(), optimizer=_nan_from_step(43))
+    with pytest.raises(NonFiniteLossError, match=r"NaN/Inf at step 43 .*kept \(step 40 in"):
+        train(cfg, tmp_path, experiment=experiment)
+    target = init_state(experiment.algorithm, experiment.optimizer, cfg.seed)
+    step, state = checkpoint.restore(tmp_path / "checkpoints", target)
+    assert step == int(state.step) == 40
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params))
+    logged = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 40 and all(np.isfinite(r["meta_loss"]) for r in logged)
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    train(_small(steps=4, steps_per_dispatch=2), tmp_path)
+    with pytest.raises(ValueError, match="different config.*seed"):
+        train(_small(steps=4, steps_per_dispatch=2, seed=5), tmp_path)
+
+
+def test_resume_continues_from_checkpoint_and_extends_steps(tmp_path):
+    cfg = _small(steps=20, steps_per_dispatch=5, checkpoint_every=10)
+    full = train(cfg, tmp_path / "full")
+    train(dataclasses.replace(cfg, steps=10), tmp_path / "split")
+    resumed = train(cfg, tmp_path / "split")
+    chex.assert_trees_all_equal(full.params, resumed.params)
+    logged = [
+        json.loads(ln)["step"] for ln in (tmp_path / "split/metrics.jsonl").read_text().splitlines()
+    ]
+    assert logged == sorted(set(logged))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_bitwise_equal_params(tmp_path):
+    """Kill a real `metajax train` process partway, resume it, compare with an unbroken run."""
+    sets = [
+        "--set",
+        "steps=3000",
+        "--set",
+        "steps_per_dispatch=10",
+        "--set",
+        "checkpoint_every=200",
+        "--set",
+        "hidden=16,16",
+        "--set",
+        "eval_tasks=20",
+        "--set",
+        "keep_checkpoints=50",
+    ]
+    cmd = [sys.executable, "-m", "metajax.cli", "train", "sinusoid-maml", *sets, "--no-progress"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    broken = tmp_path / "broken"
+    proc = subprocess.Popen(
+        [*cmd, "--workdir", str(broken)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(checkpoint.checkpoint_steps(broken / "checkpoints")) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.checkpoint_steps(broken / "checkpoints")[-1]
+    assert 0 < killed_at < 3000, "the run should be killed partway"
+    subprocess.run([*cmd, "--workdir", str(broken)], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cmd, "--workdir", str(tmp_path / "whole")], env=env, check=True, capture_output=True
+    )
+    _, _, a = load_state(broken)
+    _, _, b = load_state(tmp_path / "whole")
+    assert int(a.step) == int(b.step) == 3000
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_public_api_exports():
+    for name in ("MAML", "train", "evaluate", "from_nnx", "Sinusoid", "adapt"):
+        assert hasattr(metajax, name)
