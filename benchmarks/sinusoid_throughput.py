@@ -83,7 +83,7 @@ def metajax_train_fn():
     run = metajax.make_train_fn(
         metajax.make_meta_step(maml, metajax.Sinusoid(k_shot=K, k_query=K), opt, META_BATCH)
     )
-    return run, metajax.init_state(maml, opt, seed=0)
+    return (lambda state, n: run(state, n)[0]), metajax.init_state(maml, opt, seed=0)
 
 
 def measure(make, per_dispatch: int, steps: int) -> dict[str, float]:

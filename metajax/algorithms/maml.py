@@ -44,7 +44,12 @@ class MAML(GradientAlgorithm):
         del key
         inner = self.adapt(meta_params, task.support)
         query_loss = self.split_loss(inner.params, task.query)
-        support_loss = self.split_loss(meta_params, task.support)
+        # The inner loop already evaluated the support loss at theta; reuse it.
+        support_loss = (
+            inner.support_losses[0]
+            if self.inner_steps > 0
+            else self.split_loss(meta_params, task.support)
+        )
         return query_loss, {"meta_loss": query_loss, "support_loss": support_loss}
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metajax import config as config_lib
 from metajax.algorithms.base import MetaAlgorithm, Metrics
