@@ -37,7 +37,8 @@ class Model:
 def from_nnx(module_factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module) -> Model:
     """Turns a Flax NNX module into a `Model` by ``nnx.split`` / ``nnx.merge``.
 
-    The parameters are the module's ``nnx.Param`` variables, as an ``nnx.State`` pytree.
+    The parameters are the module's ``nnx.Param`` variables, as a plain nested dict
+    (``nnx.State.to_pure_dict()``), for example ``params["out"]["kernel"]``.
     Any other state (constants, non-trainable variables) is held fixed and is not
     differentiated. The module must not mutate state in ``__call__`` (use batch statistics
     without running averages, as `metajax.models.Conv4` does).
@@ -59,24 +60,32 @@ def from_nnx(module_factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module) -> M
       (4, 2)
     """
     if isinstance(module_factory, nnx.Module):
-        graphdef, fixed_params, rest = nnx.split(module_factory, nnx.Param, ...)
+        graphdef, state, rest = nnx.split(module_factory, nnx.Param, ...)
+        fixed_params = nnx.to_pure_dict(state)
 
         def init(key: chex.PRNGKey) -> Params:
             del key
             return fixed_params
 
     else:
-        abstract = nnx.eval_shape(lambda: module_factory(nnx.Rngs(0)))
-        graphdef, _, rest = nnx.split(abstract, nnx.Param, ...)
-        if jax.tree.leaves(rest):
-            # Non-parameter state must be concrete: build it once.
-            _, _, rest = nnx.split(module_factory(nnx.Rngs(0)), nnx.Param, ...)
+        graphdef, state, rest = nnx.split(module_factory(nnx.Rngs(0)), nnx.Param, ...)
 
         def init(key: chex.PRNGKey) -> Params:
-            return nnx.split(module_factory(nnx.Rngs(key)), nnx.Param, ...)[1]
+            return nnx.to_pure_dict(nnx.split(module_factory(nnx.Rngs(key)), nnx.Param, ...)[1])
+
+    # Params are plain nested dicts: cheaper to flatten at every jit dispatch than nnx.State,
+    # and readable (params["out"]["kernel"]). Rebuilding the State is a reshuffle of leaves,
+    # valid because both pytrees order leaves by the same sorted paths (checked here).
+    treedef = jax.tree.structure(state)
+    pure_leaves = jax.tree.leaves(nnx.to_pure_dict(state))
+    if len(pure_leaves) != len(jax.tree.leaves(state)) or any(
+        a is not b for a, b in zip(pure_leaves, jax.tree.leaves(state), strict=True)
+    ):
+        raise ValueError("from_nnx: this module's parameter paths do not map to a plain dict.")
 
     def apply(params: Params, x: chex.Array) -> chex.Array:
-        return nnx.merge(graphdef, params, rest)(x)
+        module_state = jax.tree.unflatten(treedef, jax.tree.leaves(params))
+        return nnx.merge(graphdef, module_state, rest)(x)
 
     return Model(init=init, apply=apply)
 
