@@ -4,7 +4,7 @@ Both run the paper's settings (K=10 support and query points, meta-batch 25, 2x4
 one inner SGD step with alpha=0.01, Adam 1e-3), second order, with 1 and 100 meta-steps per
 compiled dispatch. Compile time is excluded and reported separately.
 
-    python -m benchmarks.sinusoid_throughput [--steps 5000] [--json]
+    python -m benchmarks.sinusoid_throughput [--steps 4000] [--repeats 5] [--json]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import jax
@@ -86,57 +87,68 @@ def metajax_train_fn():
     return (lambda state, n: run(state, n)[0]), metajax.init_state(maml, opt, seed=0)
 
 
-def measure(make, per_dispatch: int, steps: int) -> dict[str, float]:
-    run, state = make()
-    t0 = time.perf_counter()
-    state = run(state, per_dispatch)
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - t0
+def measure_all(makers: dict, per_dispatch: int, steps: int, repeats: int) -> list[dict]:
+    """Compiles every implementation, then times them in alternation, ``repeats`` rounds,
+    so that a change in the machine's load hits all of them alike; reports the median."""
+    built = {}
+    for impl, make in makers.items():
+        run, state = make()
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(run(state, per_dispatch))
+        built[impl] = [run, state, time.perf_counter() - t0, []]
     dispatches = max(steps // per_dispatch, 1)
-    t0 = time.perf_counter()
-    for _ in range(dispatches):
-        state = run(state, per_dispatch)
-    jax.block_until_ready(state)
-    elapsed = time.perf_counter() - t0
-    return {"steps_per_s": dispatches * per_dispatch / elapsed, "compile_s": compile_s}
+    for _ in range(repeats):
+        for entry in built.values():
+            run, state = entry[0], entry[1]
+            t0 = time.perf_counter()
+            for _ in range(dispatches):
+                state = run(state, per_dispatch)
+            jax.block_until_ready(state)
+            entry[1] = state
+            entry[3].append(dispatches * per_dispatch / (time.perf_counter() - t0))
+    return [
+        {
+            "impl": impl,
+            "workload": "sinusoid-maml",
+            "steps_per_dispatch": per_dispatch,
+            "steps_per_s": statistics.median(rates),
+            "steps_per_s_min": min(rates),
+            "steps_per_s_max": max(rates),
+            "compile_s": compile_s,
+        }
+        for impl, (_, _, compile_s, rates) in built.items()
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000, help="timed meta-steps per measurement")
+    parser.add_argument("--steps", type=int, default=4000, help="timed meta-steps per round")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (median)")
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
     args = parser.parse_args()
     load = os.getloadavg()
+    makers = {"metajax": metajax_train_fn, "plain-jax": plain_jax_train_fn}
     rows = []
-    for impl, make in (("metajax", metajax_train_fn), ("plain-jax", plain_jax_train_fn)):
-        for k in (1, 100):
-            steps = args.steps if k > 1 else max(args.steps // 5, 1)
-            rows.append(
-                {
-                    "impl": impl,
-                    "workload": "sinusoid-maml",
-                    "steps_per_dispatch": k,
-                    **measure(make, k, steps),
-                }
-            )
+    for k in (1, 100):
+        steps = args.steps if k > 1 else max(args.steps // 4, 1)
+        rows += measure_all(makers, k, steps, args.repeats)
     if args.json:
         for row in rows:
             print(json.dumps({**row, "load_avg_1m": load[0]}))
         return
     print(
         f"sinusoid MAML, meta-batch {META_BATCH}, K={K}; jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}; load average before: {load[0]:.2f}"
+        f"{jax.devices()[0].platform}; {os.cpu_count()} cores; load average before: "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"{'impl':<10} {'steps/dispatch':>14} {'meta-steps/s':>13} {'compile s':>10}")
-    for row in rows:
-        print(
-            f"{row['impl']:<10} {row['steps_per_dispatch']:>14} {row['steps_per_s']:>13.0f} {row['compile_s']:>10.2f}"
-        )
+    print(f"{'impl':<10} {'steps/dispatch':>14} {'meta-steps/s (min-max)':>24} {'compile s':>10}")
+    for r in rows:
+        spread = f"{r['steps_per_s']:.0f} ({r['steps_per_s_min']:.0f}-{r['steps_per_s_max']:.0f})"
+        print(f"{r['impl']:<10} {r['steps_per_dispatch']:>14} {spread:>24} {r['compile_s']:>10.2f}")
     by = {(r["impl"], r["steps_per_dispatch"]): r["steps_per_s"] for r in rows}
     for k in (1, 100):
-        print(
-            f"metajax / plain JAX at {k} step(s) per dispatch: {by['metajax', k] / by['plain-jax', k]:.2f}"
-        )
+        ratio = by["metajax", k] / by["plain-jax", k]
+        print(f"metajax / plain JAX, {k} step(s) per dispatch: {ratio:.2f}")
 
 
 if __name__ == "__main__":

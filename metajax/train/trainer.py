@@ -89,7 +89,7 @@ def make_meta_step(
     unchanged and reports ``finite = False``, so the last good parameters survive for the caller to keep.
 
     Args:
-      algorithm: provides ``meta_grad(params, task, key)``.
+      algorithm: provides ``batch_meta_grad(params, tasks, keys)``.
       tasks: provides ``sample(key)``.
       optimizer: the outer optax optimizer.
       meta_batch_size: tasks per step.
@@ -103,11 +103,8 @@ def make_meta_step(
         task_key, alg_key = jax.random.split(key)
         batch = sample_tasks(tasks, task_key, meta_batch_size)
         alg_keys = jax.random.split(alg_key, meta_batch_size)
-        grads, metrics = jax.vmap(algorithm.meta_grad, in_axes=(None, 0, 0))(
-            state.params, batch, alg_keys
-        )
-        grads = jax.tree.map(lambda g: g.mean(0), grads)
-        metrics = {k: v.mean(0) for k, v in metrics.items()}
+        grads, metrics = algorithm.batch_meta_grad(state.params, batch, alg_keys)
+        metrics = dict(metrics)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(
             step=state.step + 1,
