@@ -72,13 +72,16 @@ class Conv4(nnx.Module):
         self.convs = nnx.List(
             [
                 nnx.Conv(a, b, (3, 3), padding="SAME", rngs=rngs)
-                for a, b in zip(channels, channels[1:], strict=True)
+                for a, b in zip(channels[:-1], channels[1:], strict=True)
             ]
         )
         self.norms = nnx.List([TransductiveBatchNorm(filters) for _ in range(4)])
-        size = image_size
-        for _ in range(4):
-            size //= 2
+        size = image_size // 16  # four 2x2 poolings, each rounding down
+        if size < 1:
+            raise ValueError(
+                f"Conv4 pools by 2 four times, so it needs image_size >= 16; got {image_size}. "
+                "Resize the images or use fewer blocks."
+            )
         self.feature_dim = filters * size * size
         self.head = nnx.Linear(self.feature_dim, num_classes, rngs=rngs) if num_classes else None
 

@@ -1,0 +1,69 @@
+"""Built-in models: shapes, pooling, transductive batch norm."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metajax import from_nnx
+from metajax.models import MLP, Conv4, TransductiveBatchNorm, max_pool_2x2
+
+
+def test_mlp_paper_shape():
+    model = from_nnx(lambda r: MLP(1, 1, rngs=r))
+    params = model.init(jax.random.key(0))
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert n == (1 * 40 + 40) + (40 * 40 + 40) + (40 * 1 + 1)
+    chex.assert_shape(model.apply(params, jnp.zeros((7, 1))), (7, 1))
+
+
+def test_conv4_shapes_and_feature_size():
+    for size, channels in ((28, 1), (84, 3)):
+        net = Conv4(channels, 5, image_size=size, rngs=nnx.Rngs(0))
+        x = jax.random.normal(jax.random.key(1), (6, size, size, channels))
+        chex.assert_shape(net(x), (6, 5))
+        chex.assert_shape(net.features(x), (6, net.feature_dim))
+    assert Conv4(1, 5, image_size=28, rngs=nnx.Rngs(0)).feature_dim == 64
+    assert Conv4(3, 5, image_size=84, rngs=nnx.Rngs(0)).feature_dim == 64 * 5 * 5
+    with pytest.raises(ValueError, match="image_size >= 16"):
+        Conv4(1, 5, image_size=8, rngs=nnx.Rngs(0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 9), st.integers(2, 9), st.integers(1, 3), st.integers(0, 1000))
+def test_max_pool_matches_reduce_window(h, w, c, seed):
+    x = jax.random.normal(jax.random.key(seed), (2, h, w, c))
+    expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+
+
+def test_transductive_batch_norm_uses_batch_statistics():
+    bn = TransductiveBatchNorm(3)
+    x = 5 + 2 * jax.random.normal(jax.random.key(0), (64, 4, 4, 3))
+    y = bn(x)
+    np.testing.assert_allclose(y.mean((0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std((0, 1, 2)), 1, atol=1e-3)
+    # No running state: the same input gives the same output, however often it is called.
+    chex.assert_trees_all_close(bn(x), y)
+
+
+def test_conv4_meta_gradient_through_an_inner_step():
+    import optax
+
+    from metajax import MAML, losses
+    from metajax.core.types import Split, Task
+
+    model = from_nnx(lambda r: Conv4(1, 3, image_size=16, filters=4, rngs=r))
+    maml = MAML(model, losses.cross_entropy, optax.sgd(0.1))
+    params = maml.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (6, 16, 16, 1))
+    y = jnp.array([0, 1, 2, 0, 1, 2])
+    task = Task(support=Split(x, y), query=Split(x[::-1], y[::-1]))
+    grads, metrics = jax.jit(maml.meta_grad)(params, task, jax.random.key(2))
+    chex.assert_trees_all_equal_shapes(grads, params)
+    assert np.isfinite(float(metrics["meta_loss"]))
+    assert float(optax.tree.norm(grads)) > 0
