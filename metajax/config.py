@@ -98,7 +98,7 @@ class ConfigError(ValueError):
     """An unknown config name, or a bad ``--set`` override."""
 
 
-def _coerce(raw: str, annotation: Any, key: str) -> Any:
+def _coerce(raw: str, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -121,7 +121,7 @@ def _coerce(raw: str, annotation: Any, key: str) -> Any:
     if origin is tuple:
         (item, *_) = typing.get_args(annotation)
         parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
-        return tuple(_coerce(p.strip(), item, key) for p in parts)
+        return tuple(_coerce(p.strip(), item) for p in parts)
     raise ValueError(f"cannot parse a value of type {annotation}")
 
 
@@ -156,7 +156,7 @@ def override(config: BaseConfig, assignments: Sequence[str]) -> BaseConfig:
         if key not in fields:
             raise ConfigError(f"Unknown config key {key!r} for {config.name}. Valid keys: {valid}.")
         try:
-            changes[key] = _coerce(raw.strip(), hints[key], key)
+            changes[key] = _coerce(raw.strip(), hints[key])
         except ValueError as err:
             raise ConfigError(
                 f"Bad value {raw!r} for {key} in {config.name}: {err}. Expected type "

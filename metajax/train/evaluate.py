@@ -6,9 +6,9 @@ import math
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from metajax import losses
 from metajax.config import Experiment
 from metajax.core.types import Params, Task, sample_tasks
 
@@ -70,12 +70,4 @@ def evaluate(
     }
 
 
-def _mse(pred: chex.Array, y: chex.Array) -> chex.Array:
-    return jnp.mean((pred - y) ** 2)
-
-
-def _accuracy(logits: chex.Array, y: chex.Array) -> chex.Array:
-    return jnp.mean(jnp.argmax(logits, -1) == y)
-
-
-_METRICS = {"mse": _mse, "accuracy": _accuracy}
+_METRICS = {"mse": losses.mse, "accuracy": losses.accuracy}

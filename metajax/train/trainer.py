@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import chex
 import jax
@@ -270,9 +269,3 @@ def load_state(
     target = init_state(experiment.algorithm, experiment.optimizer, config.seed)
     _, state = checkpoint.restore(workdir / "checkpoints", target)
     return config, experiment, jax.tree.map(jnp.asarray, state)
-
-
-def describe(state: Any) -> str:
-    """A one-line summary of a state's parameter count."""
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    return f"step {int(state.step)}, {n:,} parameters"
