@@ -1,5 +1,6 @@
 """Task distributions: pure, jittable ``sample(key) -> Task``."""
 
+from metajax.tasks.episodes import Episodes
 from metajax.tasks.sinusoid import Sinusoid
 
-__all__ = ["Sinusoid"]
+__all__ = ["Episodes", "Sinusoid"]

@@ -1,0 +1,105 @@
+"""Class-indexed image data sets, held on the device once, in uint8.
+
+Few-shot classification samples episodes from a data set grouped by class. Storing it as one
+array ``[classes, examples_per_class, H, W, C]`` lets an episode be gathered with a handful of
+index operations inside the compiled meta-step, so the accelerator never waits on a host input
+pipeline. Classes with fewer examples are padded; ``counts`` says how many are real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClassImages:
+    """Images grouped by class.
+
+    Attributes:
+      images: uint8 ``[classes, max_examples, H, W, C]``; rows past ``counts[c]`` are padding.
+      counts: int32 ``[classes]``, the real examples of each class.
+      names: each class's name (for Omniglot ``"Greek/character03"``).
+      groups: int32 ``[classes]``, each class's group index (for Omniglot its alphabet).
+      group_names: the name of each group index.
+    """
+
+    images: jax.Array
+    counts: jax.Array
+    names: tuple[str, ...]
+    groups: jax.Array
+    group_names: tuple[str, ...]
+
+    def __post_init__(self):
+        c = self.images.shape[0]
+        if self.images.ndim != 5:
+            raise ValueError(
+                f"ClassImages.images must be [classes, examples, H, W, C], got shape {self.images.shape}."
+            )
+        if self.images.dtype != jnp.uint8:
+            raise ValueError(f"ClassImages.images must be uint8, got {self.images.dtype}.")
+        if self.counts.shape != (c,) or self.groups.shape != (c,) or len(self.names) != c:
+            raise ValueError(
+                f"ClassImages: {c} classes of images, but counts {self.counts.shape}, groups "
+                f"{self.groups.shape} and {len(self.names)} names."
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[2:])
+
+    @property
+    def min_count(self) -> int:
+        return int(np.min(np.asarray(self.counts)))
+
+    @staticmethod
+    def from_lists(
+        per_class: Sequence[np.ndarray], names: Sequence[str], group_of: Sequence[str]
+    ) -> ClassImages:
+        """Builds from one ``[n_c, H, W, C]`` uint8 array per class, padding to the largest n_c.
+
+        Example:
+          >>> import numpy as np
+          >>> data = ClassImages.from_lists(
+          ...     [np.zeros((3, 4, 4, 1), np.uint8), np.ones((2, 4, 4, 1), np.uint8)],
+          ...     names=["a/1", "b/1"], group_of=["a", "b"])
+          >>> data.images.shape, data.counts.tolist()
+          ((2, 3, 4, 4, 1), [3, 2])
+        """
+        if not per_class:
+            raise ValueError("ClassImages.from_lists: no classes given.")
+        longest = max(len(x) for x in per_class)
+        images = np.zeros((len(per_class), longest, *per_class[0].shape[1:]), np.uint8)
+        for i, x in enumerate(per_class):
+            images[i, : len(x)] = x
+        group_names = tuple(dict.fromkeys(group_of))
+        index = {g: i for i, g in enumerate(group_names)}
+        return ClassImages(
+            images=jnp.asarray(images),
+            counts=jnp.asarray([len(x) for x in per_class], jnp.int32),
+            names=tuple(names),
+            groups=jnp.asarray([index[g] for g in group_of], jnp.int32),
+            group_names=group_names,
+        )
+
+    def select(self, class_indices: Sequence[int]) -> ClassImages:
+        """A subset of the classes, in the given order (for splits)."""
+        idx = np.asarray(class_indices, dtype=np.int64)
+        kept_groups = np.asarray(self.groups)[idx]
+        used = list(dict.fromkeys(kept_groups.tolist()))
+        remap = {g: i for i, g in enumerate(used)}
+        return ClassImages(
+            images=self.images[idx],
+            counts=self.counts[idx],
+            names=tuple(self.names[i] for i in idx),
+            groups=jnp.asarray([remap[g] for g in kept_groups.tolist()], jnp.int32),
+            group_names=tuple(self.group_names[g] for g in used),
+        )
