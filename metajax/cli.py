@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from metajax import config as config_lib
+from metajax.datasets.download import DataFileError
 from metajax.train import checkpoint
 from metajax.train.evaluate import evaluate
 from metajax.train.plots import plot_regression_adaptation
@@ -31,6 +33,8 @@ def _evaluate_run(workdir: Path, num_tasks: int | None) -> tuple[str, dict]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        os.environ["METAJAX_DATA_DIR"] = args.data_dir
     config = config_lib.override(config_lib.get_config(args.config), args.set or [])
     workdir = Path(args.workdir or f"runs/{config.name}")
     experiment = config.build()
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a config name (see `metajax list`)")
     p.add_argument("--workdir", help="the run's folder (default: runs/CONFIG)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--data-dir", help="folder with the data archives (else $METAJAX_DATA_DIR)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None, help="force the progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -111,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         config_lib.ConfigError,
         checkpoint.CheckpointError,
+        DataFileError,
         FileNotFoundError,
         ValueError,
     ) as err:

@@ -1,7 +1,17 @@
 """Meta-learning algorithms, one file each, on the shared inner-loop engine."""
 
-from metajax.algorithms.base import GradientAlgorithm, MetaAlgorithm, vmap_mean
+from metajax.algorithms.base import GradientAlgorithm, LossAlgorithm, MetaAlgorithm, vmap_mean
 from metajax.algorithms.maml import MAML, fomaml
 from metajax.algorithms.pretrain import Pretrained
+from metajax.algorithms.protonet import ProtoNet
 
-__all__ = ["GradientAlgorithm", "MAML", "MetaAlgorithm", "Pretrained", "fomaml", "vmap_mean"]
+__all__ = [
+    "LossAlgorithm",
+    "ProtoNet",
+    "GradientAlgorithm",
+    "MAML",
+    "MetaAlgorithm",
+    "Pretrained",
+    "fomaml",
+    "vmap_mean",
+]

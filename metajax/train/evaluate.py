@@ -6,11 +6,12 @@ import math
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metajax import losses
 from metajax.config import Experiment
-from metajax.core.types import Params, Task, sample_tasks
+from metajax.core.types import Params, Task
 
 
 def mean_ci95(values: chex.Array) -> dict[str, float]:
@@ -47,7 +48,9 @@ def evaluate(
       chunk: tasks per vectorized batch (bounds memory).
 
     Returns:
-      ``{"<metric>_after_<k>": {"mean": m, "ci95": h}}`` for each ``k`` in ``eval_steps``.
+      For regression, ``{"mse_after_<k>": {"mean": m, "ci95": h}}`` for each ``k`` in
+      ``eval_steps``; for classification, ``{"accuracy": {"mean": m, "ci95": h}}`` after
+      ``max(eval_steps)`` inner steps.
     """
     algorithm = experiment.algorithm
     metric_fn = _METRICS[experiment.metric]
@@ -60,11 +63,23 @@ def evaluate(
         return algorithm.adapt(params, task.support, steps=max_steps, track=track).tracked
 
     @jax.jit
-    def run(key: chex.PRNGKey) -> chex.Array:
-        tasks = sample_tasks(experiment.test_tasks, key, num_tasks)
-        return jax.lax.map(one_task, tasks, batch_size=min(chunk, num_tasks))
+    def run_chunk(keys: chex.PRNGKey) -> chex.Array:
+        return jax.vmap(lambda k: one_task(experiment.test_tasks.sample(k)))(keys)
 
-    per_task = np.asarray(run(jax.random.key(seed)))  # [num_tasks, max_steps + 1]
+    # Chunks are dispatched from the host rather than looped over with lax.map: XLA:CPU runs
+    # convolutions inside a loop body much slower (see `metajax.core.inner.adapt`). Keys are
+    # those of `sample_tasks(test_tasks, key, num_tasks)`; the last chunk is padded, not
+    # recompiled.
+    size = min(chunk, num_tasks)
+    keys = jax.random.split(jax.random.key(seed), num_tasks)
+    padded = -(-num_tasks // size) * size
+    keys = jnp.concatenate([keys, keys[: padded - num_tasks]])
+    per_task = np.concatenate(
+        [np.asarray(run_chunk(keys[i : i + size])) for i in range(0, padded, size)]
+    )[:num_tasks]  # [num_tasks, max_steps + 1]
+    if experiment.metric == "accuracy":
+        # Classification reports one figure: accuracy after the test-time inner steps.
+        return {"accuracy": mean_ci95(per_task[:, max_steps])}
     return {
         f"{experiment.metric}_after_{k}": mean_ci95(per_task[:, k]) for k in experiment.eval_steps
     }

@@ -135,3 +135,16 @@ def test_meta_gradient_is_vmappable_over_a_meta_batch():
         )
     assert metrics["meta_loss"].shape == (4,)
     assert isinstance(tasks, Task) and isinstance(tasks.support, Split)
+
+
+def test_batch_meta_grad_is_the_mean_of_per_task_meta_grads():
+    from metajax.algorithms import vmap_mean
+
+    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.05), inner_steps=2)
+    params = maml.init(jax.random.key(0))
+    tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 6))
+    keys = jax.random.split(jax.random.key(2), 6)
+    fused, m1 = jax.jit(maml.batch_meta_grad)(params, tasks, keys)
+    looped, m2 = jax.jit(lambda p, t, k: vmap_mean(maml.meta_grad, p, t, k))(params, tasks, keys)
+    np.testing.assert_allclose(_flat(fused), _flat(looped), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1["meta_loss"], m2["meta_loss"], rtol=1e-6)
