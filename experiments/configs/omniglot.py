@@ -140,15 +140,17 @@ CONFIGS = {
         lr_halve_every=2000,
         steps=20_000,
     ),
+    # Minimal setting, sized for a 2-core CPU: 20-way training episodes (0.19 s a step here,
+    # against 0.61 s at 60-way) and a faster learning-rate schedule.
     "omniglot-minimal-protonet": functools.partial(
         OmniglotConfig,
         algorithm="protonet",
         split="minimal1",
         meta_batch_size=1,
-        train_way=60,
+        train_way=20,
         train_query=5,
-        lr_halve_every=2000,
-        steps=6000,
+        lr_halve_every=1000,
+        steps=3000,
         test_rotations=False,
     ),
     "omniglot-minimal-fomaml": functools.partial(
