@@ -24,8 +24,12 @@ def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     )
 
 
-def _evaluate_run(workdir: Path, num_tasks: int | None) -> tuple[str, dict]:
-    config, experiment, state = load_state(workdir)
+def _evaluate_run(
+    workdir: Path, num_tasks: int | None, changes: Sequence[str] = ()
+) -> tuple[str, dict]:
+    config, _, state = load_state(workdir)
+    config = config_lib.override(config, changes)
+    experiment = config.build()
     metrics = evaluate(
         experiment, state.params, num_tasks=num_tasks or config.eval_tasks, seed=config.eval_seed
     )
@@ -57,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    name, metrics = _evaluate_run(Path(args.workdir), args.tasks)
+    changes = [f"{k}={v}" for k, v in (("n_way", args.n_way), ("k_shot", args.k_shot)) if v]
+    name, metrics = _evaluate_run(Path(args.workdir), args.tasks, changes)
     if args.json:
         print(json.dumps({"config": name, "metrics": metrics}))
     else:
@@ -101,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run")
     p.add_argument("workdir")
     p.add_argument("--tasks", type=int, help="test tasks (default: the config's eval_tasks)")
+    p.add_argument("--n-way", type=int, help="classes per test episode (classification)")
+    p.add_argument("--k-shot", type=int, help="support examples per class (classification)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
