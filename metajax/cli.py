@@ -37,8 +37,6 @@ def _evaluate_run(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.data_dir:
-        os.environ["METAJAX_DATA_DIR"] = args.data_dir
     config = config_lib.override(config_lib.get_config(args.config), args.set or [])
     workdir = Path(args.workdir or f"runs/{config.name}")
     experiment = config.build()
@@ -109,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-way", type=int, help="classes per test episode (classification)")
     p.add_argument("--k-shot", type=int, help="support examples per class (classification)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-dir", help="folder with the data archives (else $METAJAX_DATA_DIR)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="show configs, algorithms and task distributions")
@@ -118,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["METAJAX_DATA_DIR"] = args.data_dir
     try:
         return args.func(args)
     except (

@@ -36,6 +36,7 @@ def evaluate(
     num_tasks: int = 1000,
     seed: int = 1234,
     chunk: int = 250,
+    max_examples: int = 4096,
 ) -> dict[str, dict[str, float]]:
     """Adapts ``params`` on ``num_tasks`` test tasks; reports the query metric after each of
     ``experiment.eval_steps`` inner steps.
@@ -45,7 +46,8 @@ def evaluate(
       params: the meta-parameters.
       num_tasks: test tasks (fresh, from ``seed``).
       seed: the test tasks' seed, fixed so that evaluations are comparable.
-      chunk: tasks per vectorized batch (bounds memory).
+      chunk: the most tasks per vectorized batch.
+      max_examples: the most support plus query examples per batch (bounds memory).
 
     Returns:
       For regression, ``{"mse_after_<k>": {"mean": m, "ci95": h}}`` for each ``k`` in
@@ -70,7 +72,10 @@ def evaluate(
     # convolutions inside a loop body much slower (see `metajax.core.inner.adapt`). Keys are
     # those of `sample_tasks(test_tasks, key, num_tasks)`; the last chunk is padded, not
     # recompiled.
-    size = min(chunk, num_tasks)
+    # Bound the examples in flight, so that large episodes do not exhaust memory.
+    shapes = jax.eval_shape(experiment.test_tasks.sample, jax.random.key(0))
+    examples = shapes.support.x.shape[0] + shapes.query.x.shape[0]
+    size = max(1, min(chunk, num_tasks, max_examples // examples))
     keys = jax.random.split(jax.random.key(seed), num_tasks)
     padded = -(-num_tasks // size) * size
     keys = jnp.concatenate([keys, keys[: padded - num_tasks]])
