@@ -20,6 +20,7 @@ from metajax.core import (
     from_nnx,
     sample_tasks,
 )
+from metajax.learner import Learner, load  # noqa: E402
 from metajax.tasks import Sinusoid
 from metajax.train import (
     NonFiniteLossError,
@@ -40,6 +41,7 @@ __all__ = [
     "Experiment",
     "GradientAlgorithm",
     "InnerResult",
+    "Learner",
     "MetaAlgorithm",
     "Model",
     "NonFiniteLossError",
@@ -57,6 +59,7 @@ __all__ = [
     "from_nnx",
     "get_config",
     "init_state",
+    "load",
     "load_state",
     "losses",
     "make_meta_step",

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
 from metajax import config as config_lib
 from metajax.datasets.download import DataFileError
 from metajax.train import checkpoint
@@ -30,6 +32,13 @@ def _evaluate_run(
     config, _, state = load_state(workdir)
     config = config_lib.override(config, changes)
     experiment = config.build()
+    wanted = jax.eval_shape(experiment.algorithm.init, jax.random.key(0))
+    if jax.tree.map(lambda a: a.shape, wanted) != jax.tree.map(lambda a: a.shape, state.params):
+        raise ValueError(
+            f"{workdir} was trained with a model whose shape {', '.join(changes)} would change "
+            "(for example a classifier head of another width). Evaluate it with its training "
+            "n_way, or train a ProtoNet, whose n_way is free at test time."
+        )
     metrics = evaluate(
         experiment, state.params, num_tasks=num_tasks or config.eval_tasks, seed=config.eval_seed
     )

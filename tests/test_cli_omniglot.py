@@ -68,3 +68,57 @@ def test_paper_config_without_the_full_archives_is_a_clear_error(tmp_path, capsy
         "images_background.zip is not in" in err and "could not be downloaded from https://" in err
     )
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
+)
+def test_load_predicts_from_raw_archive_images(tmp_path, capsys):
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    import metajax
+    from metajax.datasets import omniglot
+
+    workdir = tmp_path / "pn"
+    argv = [
+        "train",
+        "omniglot-minimal-protonet",
+        "--data-dir",
+        str(SHARED),
+        "--workdir",
+        str(workdir),
+        "--set",
+        "steps=30",
+        "--set",
+        "train_way=5",
+        "--set",
+        "eval_tasks=20",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    learner = metajax.load(workdir)
+    # Three Tagalog characters (unseen in training), straight from the archive as 1-bit images.
+    with zipfile.ZipFile(SHARED / "images_background_small2.zip") as zf:
+        names = sorted(
+            n for n in zf.namelist() if "/Tagalog/character0" in n and n.endswith(".png")
+        )
+        raw = {n: np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in names}
+    chars = sorted({n.split("/")[2] for n in names})[:3]
+    support = [next(v for n, v in raw.items() if f"/{c}/" in n) for c in chars]
+    query = [[v for n, v in raw.items() if f"/{c}/" in n][1] for c in chars]
+    assert support[0].dtype == bool and support[0].shape == (105, 105)
+    logits = learner.predict(np.stack(support), np.arange(3), np.stack(query))
+    assert logits.shape == (3, 3)
+    # The learner preprocesses exactly as training did: the same pixels as the cached data set.
+    _, test = omniglot.load_split("minimal1", SHARED)
+    index = test.names.index(f"Tagalog/{chars[0]}")
+    np.testing.assert_array_equal(
+        omniglot.preprocess(support[0])[0], np.asarray(test.images[index, 0])
+    )
+    with pytest.raises(ValueError, match="3 support inputs but 2 labels"):
+        learner.predict(np.stack(support), np.arange(2), np.stack(query))

@@ -24,6 +24,7 @@ import optax
 from metajax import MAML, BaseConfig, Experiment, from_nnx, losses
 from metajax.algorithms import ProtoNet
 from metajax.datasets import omniglot
+from metajax.datasets.images import to_float
 from metajax.models import Conv4
 from metajax.tasks import Episodes
 
@@ -70,6 +71,10 @@ class OmniglotConfig(BaseConfig):
     eval_inner_steps: int = 3
     outer_lr: float = 1e-3
     lr_halve_every: int = 0
+
+    def preprocess(self, raw):
+        """Raw archive images to model inputs, exactly as in training (for `metajax.load`)."""
+        return to_float(omniglot.preprocess(raw, self.image_size))
 
     def validate(self) -> None:
         super().validate()

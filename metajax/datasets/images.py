@@ -16,6 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8 pixels to the float32 model input in [0, 1]; the one conversion training,
+    evaluation and `metajax.load` all use."""
+    return jnp.asarray(images).astype(jnp.float32) / 255.0
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClassImages:
     """Images grouped by class.

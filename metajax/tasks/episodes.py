@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.core.types import Split, Task
-from metajax.datasets.images import ClassImages
+from metajax.datasets.images import ClassImages, to_float
 
 
 def _top_k_without_replacement(key: chex.PRNGKey, valid: chex.Array, k: int) -> chex.Array:
@@ -124,7 +124,7 @@ class Episodes:
             turned = jnp.stack([jnp.rot90(images, k, axes=(2, 3)) for k in range(4)])
             images = jnp.take_along_axis(turned, rotation[None, :, None, None, None, None], 0)[0]
         labels = jax.random.permutation(k_labels, self.n_way)
-        x = images.astype(jnp.float32) / 255.0
+        x = to_float(images)
         y = jnp.broadcast_to(labels[:, None], (self.n_way, per_class))
         shape = x.shape[2:]
         support = Split(x[:, : self.k_shot].reshape(-1, *shape), y[:, : self.k_shot].reshape(-1))
