@@ -122,3 +122,31 @@ def test_load_predicts_from_raw_archive_images(tmp_path, capsys):
     )
     with pytest.raises(ValueError, match="3 support inputs but 2 labels"):
         learner.predict(np.stack(support), np.arange(2), np.stack(query))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
+)
+def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys):
+    workdir = tmp_path / "fomaml"
+    argv = [
+        "train",
+        "omniglot-minimal-fomaml",
+        "--data-dir",
+        str(SHARED),
+        "--workdir",
+        str(workdir),
+        "--set",
+        "steps=2",
+        "--set",
+        "meta_batch_size=2",
+        "--set",
+        "eval_tasks=4",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(workdir), "--n-way", "20"]) == 2
+    assert "n_way=20" in capsys.readouterr().err
+    assert main(["eval", str(workdir), "--json", "--tasks", "4"]) == 0
