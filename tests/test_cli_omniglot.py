@@ -1,16 +1,33 @@
-"""The CLI on Omniglot: a short ProtoNet run on the real minimal set, and the clear error of
-a paper-setting config whose full archives are not on this machine."""
+"""The CLI on Omniglot: short runs on the real minimal set, `metajax.load`, and the clear error
+of a paper-setting config whose full archives are not on this machine."""
 
+import io
 import json
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+import metajax
 from metajax.cli import main
+from metajax.datasets import omniglot
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+needs_data = pytest.mark.skipif(
+    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
+)
+
+
+def _train(config: str, workdir: Path, *assignments: str) -> int:
+    """`metajax train CONFIG` on the shared minimal set, with `--set` overrides."""
+    argv = ["train", config, "--data-dir", str(SHARED), "--workdir", str(workdir), "--no-progress"]
+    for assignment in assignments:
+        argv += ["--set", assignment]
+    return main(argv)
 
 
 @pytest.fixture(autouse=True)
@@ -24,27 +41,12 @@ def _isolated(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
-)
+@needs_data
 def test_minimal_protonet_trains_and_evaluates_at_another_way(tmp_path, capsys):
     workdir = tmp_path / "pn"
-    argv = [
-        "train",
-        "omniglot-minimal-protonet",
-        "--data-dir",
-        str(SHARED),
-        "--workdir",
-        str(workdir),
-        "--set",
-        "steps=4",
-        "--set",
-        "train_way=5",
-        "--set",
-        "eval_tasks=20",
-        "--no-progress",
-    ]
-    assert main(argv) == 0
+    assert (
+        _train("omniglot-minimal-protonet", workdir, "steps=4", "train_way=5", "eval_tasks=20") == 0
+    )
     assert "accuracy" in capsys.readouterr().out
     assert main(["eval", str(workdir), "--json", "--n-way", "20", "--tasks", "10"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -54,14 +56,8 @@ def test_minimal_protonet_trains_and_evaluates_at_another_way(tmp_path, capsys):
 
 
 def test_paper_config_without_the_full_archives_is_a_clear_error(tmp_path, capsys):
-    argv = [
-        "train",
-        "omniglot-protonet",
-        "--data-dir",
-        str(tmp_path / "empty"),
-        "--workdir",
-        str(tmp_path / "run"),
-    ]
+    argv = ["train", "omniglot-protonet", "--data-dir", str(tmp_path / "empty"),
+            "--workdir", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert (
@@ -71,36 +67,13 @@ def test_paper_config_without_the_full_archives_is_a_clear_error(tmp_path, capsy
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
-)
-def test_load_predicts_from_raw_archive_images(tmp_path, capsys):
-    import io
-    import zipfile
-
-    import numpy as np
-    from PIL import Image
-
-    import metajax
-    from metajax.datasets import omniglot
-
+@needs_data
+def test_load_predicts_from_raw_archive_images(tmp_path):
     workdir = tmp_path / "pn"
-    argv = [
-        "train",
-        "omniglot-minimal-protonet",
-        "--data-dir",
-        str(SHARED),
-        "--workdir",
-        str(workdir),
-        "--set",
-        "steps=30",
-        "--set",
-        "train_way=5",
-        "--set",
-        "eval_tasks=20",
-        "--no-progress",
-    ]
-    assert main(argv) == 0
+    assert (
+        _train("omniglot-minimal-protonet", workdir, "steps=30", "train_way=5", "eval_tasks=20")
+        == 0
+    )
     learner = metajax.load(workdir)
     # Three Tagalog characters (unseen in training), straight from the archive as 1-bit images.
     with zipfile.ZipFile(SHARED / "images_background_small2.zip") as zf:
@@ -125,27 +98,13 @@ def test_load_predicts_from_raw_archive_images(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not SHARED.exists(), reason="../shared/data/omniglot is not beside the repository"
-)
+@needs_data
 def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys):
     workdir = tmp_path / "fomaml"
-    argv = [
-        "train",
-        "omniglot-minimal-fomaml",
-        "--data-dir",
-        str(SHARED),
-        "--workdir",
-        str(workdir),
-        "--set",
-        "steps=2",
-        "--set",
-        "meta_batch_size=2",
-        "--set",
-        "eval_tasks=4",
-        "--no-progress",
-    ]
-    assert main(argv) == 0
+    assert (
+        _train("omniglot-minimal-fomaml", workdir, "steps=2", "meta_batch_size=2", "eval_tasks=4")
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", str(workdir), "--n-way", "20"]) == 2
     assert "n_way=20" in capsys.readouterr().err
