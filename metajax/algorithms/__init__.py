@@ -1,6 +1,13 @@
 """Meta-learning algorithms, one file each, on the shared inner-loop engine."""
 
-from metajax.algorithms.base import GradientAlgorithm, LossAlgorithm, MetaAlgorithm, vmap_mean
+from metajax.algorithms.base import (
+    GradientAlgorithm,
+    LossAlgorithm,
+    MetaAlgorithm,
+    map_chunks,
+    map_tasks,
+    vmap_mean,
+)
 from metajax.algorithms.maml import MAML, fomaml
 from metajax.algorithms.pretrain import Pretrained
 from metajax.algorithms.protonet import ProtoNet
@@ -13,5 +20,7 @@ __all__ = [
     "MetaAlgorithm",
     "Pretrained",
     "fomaml",
+    "map_chunks",
+    "map_tasks",
     "vmap_mean",
 ]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax import losses
+from metajax.algorithms.base import map_tasks
 from metajax.config import Experiment
 from metajax.core.types import Params, Task
 
@@ -66,7 +67,9 @@ def evaluate(
 
     @jax.jit
     def run_chunk(keys: chex.PRNGKey) -> chex.Array:
-        return jax.vmap(lambda k: one_task(experiment.test_tasks.sample(k)))(keys)
+        tasks = jax.vmap(experiment.test_tasks.sample)(keys)
+        chunk = getattr(algorithm, "task_chunk", None)
+        return map_tasks(lambda task, _: one_task(task), tasks, keys, chunk)
 
     # Chunks are dispatched from the host rather than looped over with lax.map: XLA:CPU runs
     # convolutions inside a loop body much slower (see `metajax.core.inner.adapt`). Keys are

@@ -148,3 +148,26 @@ def test_batch_meta_grad_is_the_mean_of_per_task_meta_grads():
     looped, m2 = jax.jit(lambda p, t, k: vmap_mean(maml.meta_grad, p, t, k))(params, tasks, keys)
     np.testing.assert_allclose(_flat(fused), _flat(looped), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m1["meta_loss"], m2["meta_loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_task_chunks_give_the_batch_meta_gradient(chunk):
+    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), inner_steps=2)
+    chunked = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), inner_steps=2, task_chunk=chunk)
+    params = maml.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 4)
+    tasks = jax.vmap(Sinusoid().sample)(keys)
+    expected = jax.jit(maml.batch_meta_grad)(params, tasks, keys)
+    got = jax.jit(chunked.batch_meta_grad)(params, tasks, keys)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
+
+
+def test_task_chunk_must_divide_the_meta_batch():
+    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), task_chunk=3)
+    params = maml.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 4)
+    tasks = jax.vmap(Sinusoid().sample)(keys)
+    with pytest.raises(
+        ValueError, match="task_chunk=3 must be a positive divisor of the meta-batch of 4"
+    ):
+        maml.batch_meta_grad(params, tasks, keys)
