@@ -67,7 +67,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_one_shot_runs(args: argparse.Namespace) -> int:
+    from metajax.datasets import omniglot_runs
+    from metajax.learner import load
+    from metajax.train.evaluate import mean_ci95
+
+    if args.n_way or args.k_shot or args.tasks:
+        raise ValueError(
+            "--omniglot-runs fixes the episodes (20-way 1-shot, 20 runs); drop --n-way, "
+            "--k-shot and --tasks."
+        )
+    runs = omniglot_runs.load_one_shot_runs(args.omniglot_runs)
+    learner = load(args.workdir)
+    rates = omniglot_runs.one_shot_error_rates(learner.predict, runs)
+    name = json.loads((Path(args.workdir) / "config.json").read_text()).get("name", "")
+    metrics = {"error_rate": mean_ci95(rates), "run_error_rates": rates.tolist()}
+    if args.json:
+        print(json.dumps({"config": name, "metrics": metrics}))
+        return 0
+    print(f"{name} ({args.workdir}): Lake et al.'s one-shot runs, error rate per run")
+    for run, rate in zip(runs, rates, strict=True):
+        print(f"  {run.name}  {100 * rate:5.1f}%")
+    mean = metrics["error_rate"]
+    print(
+        f"  mean   {100 * mean['mean']:5.1f}% +/- {100 * mean['ci95']:.1f} (95% CI over "
+        f"{len(runs)} runs); people: {100 * omniglot_runs.HUMAN_ERROR_RATE:.1f}%"
+    )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.omniglot_runs:
+        return _eval_one_shot_runs(args)
     changes = [f"{k}={v}" for k, v in (("n_way", args.n_way), ("k_shot", args.k_shot)) if v]
     name, metrics = _evaluate_run(Path(args.workdir), args.tasks, changes)
     if args.json:
@@ -117,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-shot", type=int, help="support examples per class (classification)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="folder with the data archives (else $METAJAX_DATA_DIR)")
+    p.add_argument(
+        "--omniglot-runs",
+        metavar="PATH",
+        help="Lake et al.'s 20-way one-shot runs instead: all_runs.zip or its folder",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="show configs, algorithms and task distributions")

@@ -51,7 +51,14 @@ class Learner:
             self.preprocess(query_x),
         )
         if np.issubdtype(support_y.dtype, np.integer):
-            out = out[:, : int(support_y.max()) + 1]
+            classes = int(support_y.max()) + 1
+            if out.shape[-1] < classes:
+                raise ValueError(
+                    f"predict: the support has {classes} classes but this learner outputs "
+                    f"{out.shape[-1]} logits. Its classifier head was fixed at training: train "
+                    f"with --set n_way={classes}, or use a ProtoNet, whose way is free."
+                )
+            out = out[:, :classes]
         return out
 
     def __post_init__(self):

@@ -68,7 +68,7 @@ def test_paper_config_without_the_full_archives_is_a_clear_error(tmp_path, capsy
 
 @pytest.mark.slow
 @needs_data
-def test_load_predicts_from_raw_archive_images(tmp_path):
+def test_load_predicts_from_raw_archive_images(tmp_path, capsys, one_shot_runs):
     workdir = tmp_path / "pn"
     assert (
         _train("omniglot-minimal-protonet", workdir, "steps=30", "train_way=5", "eval_tasks=20")
@@ -96,10 +96,26 @@ def test_load_predicts_from_raw_archive_images(tmp_path):
     with pytest.raises(ValueError, match="3 support inputs but 2 labels"):
         learner.predict(np.stack(support), np.arange(2), np.stack(query))
 
+    # Lake's one-shot runs, in their official layout, built from the unseen small2 alphabets.
+    runs, _ = one_shot_runs(3)
+    capsys.readouterr()
+    assert main(["eval", str(workdir), "--omniglot-runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "run01" in out and "run03" in out and "people: 4.5%" in out
+    assert main(["eval", str(workdir), "--omniglot-runs", str(runs), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rates = result["metrics"]["run_error_rates"]
+    assert len(rates) == 3 and all(0 <= r <= 1 for r in rates)
+    assert result["metrics"]["error_rate"]["mean"] == pytest.approx(np.mean(rates))
+    # Better than chance (19/20 errors; 3 SD below it over 60 items) after 30 steps.
+    assert result["metrics"]["error_rate"]["mean"] < 0.85
+    assert main(["eval", str(workdir), "--omniglot-runs", str(tmp_path / "none")]) == 2
+    assert "all_runs.zip from https://" in capsys.readouterr().err
+
 
 @pytest.mark.slow
 @needs_data
-def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys):
+def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys, one_shot_runs):
     workdir = tmp_path / "fomaml"
     assert (
         _train("omniglot-minimal-fomaml", workdir, "steps=2", "meta_batch_size=2", "eval_tasks=4")
@@ -108,4 +124,8 @@ def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(workdir), "--n-way", "20"]) == 2
     assert "n_way=20" in capsys.readouterr().err
+    # Lake's runs are 20-way; a 5-way MAML head cannot answer them.
+    runs, _ = one_shot_runs(1)
+    assert main(["eval", str(workdir), "--omniglot-runs", str(runs)]) == 2
+    assert "outputs 5 logits" in capsys.readouterr().err
     assert main(["eval", str(workdir), "--json", "--tasks", "4"]) == 0
