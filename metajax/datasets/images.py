@@ -9,7 +9,10 @@ pipeline. Classes with fewer examples are padded; ``counts`` says how many are r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -109,3 +112,42 @@ class ClassImages:
             groups=jnp.asarray([remap[g] for g in kept_groups.tolist()], jnp.int32),
             group_names=tuple(self.group_names[g] for g in used),
         )
+
+
+def cached(
+    path: str | os.PathLike,
+    build: Callable[[], tuple[Sequence[np.ndarray], Sequence[str], Sequence[str]]],
+) -> ClassImages:
+    """`ClassImages` from an ``.npz`` cache at ``path``, built and saved on the first call.
+
+    Args:
+      path: the cache file; its name should identify the source (for example by checksum).
+      build: returns ``(per_class, names, group_of)`` for `ClassImages.from_lists`.
+
+    The file is written to a temporary name and renamed, so an interrupted run never leaves a
+    truncated cache behind.
+    """
+    path = Path(path)
+    if path.exists():
+        with np.load(path) as z:
+            counts = z["counts"]
+            per_class = [z["images"][i, :n] for i, n in enumerate(counts)]
+            names, groups = z["names"].tolist(), z["groups"].tolist()
+        return ClassImages.from_lists(per_class, names, groups)
+    per_class, names, groups = build()
+    data = ClassImages.from_lists(per_class, names, groups)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                images=np.asarray(data.images),
+                counts=np.asarray(data.counts),
+                names=np.array(list(names)),
+                groups=np.array(list(groups)),
+            )
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return data

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from metajax.datasets.download import cache_dir, data_dir, fetch
-from metajax.datasets.images import ClassImages
+from metajax.datasets.images import ClassImages, cached
 
 _BASE = "https://github.com/brendenlake/omniglot/raw/master/python/"
 # sha256 of the small sets as shipped upstream; md5 of the full sets as published by
@@ -116,27 +115,10 @@ def load_archive(
     folder = data_dir(root)
     zip_path = fetch(f"{archive}.zip", _BASE + f"{archive}.zip", ARCHIVES[archive], folder)
     digest = ARCHIVES[archive][1][:12]
-    cached = cache_dir() / f"omniglot_{archive}_{image_size}px_{digest}.npz"
-    if cached.exists():
-        with np.load(cached) as z:
-            counts = z["counts"]
-            per_class = [z["images"][i, :n] for i, n in enumerate(counts)]
-            names, groups = z["names"].tolist(), z["groups"].tolist()
-    else:
-        per_class, names, groups = _decode_archive(zip_path, image_size)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        data = ClassImages.from_lists(per_class, names, groups)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                images=np.asarray(data.images),
-                counts=np.asarray(data.counts),
-                names=np.array(names),
-                groups=np.array(groups),
-            )
-        os.replace(tmp, cached)
-    return ClassImages.from_lists(per_class, names, groups)
+    return cached(
+        cache_dir() / f"omniglot_{archive}_{image_size}px_{digest}.npz",
+        lambda: _decode_archive(zip_path, image_size),
+    )
 
 
 def _concat(*sets: ClassImages) -> ClassImages:
