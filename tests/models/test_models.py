@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metajax import from_nnx
-from metajax.models import MLP, Conv4, TransductiveBatchNorm, max_pool_2x2
+from metajax.models import MLP, Conv4, ResNet12, TransductiveBatchNorm, max_pool_2x2
 
 
 def test_mlp_paper_shape():
@@ -67,3 +67,29 @@ def test_conv4_meta_gradient_through_an_inner_step():
     chex.assert_trees_all_equal_shapes(grads, params)
     assert np.isfinite(float(metrics["meta_loss"]))
     assert float(optax.tree.norm(grads)) > 0
+
+
+def test_resnet12_paper_shape_and_residual_structure():
+    net = ResNet12(3, 0, rngs=nnx.Rngs(0))
+    params = from_nnx(lambda r: ResNet12(3, 0, rngs=r)).init(jax.random.key(0))
+    # Per block: 3x3 convs (a->b, b->b, b->b) and a 1x1 shortcut, no conv biases; 4 BNs.
+    widths = [3, 64, 160, 320, 640]
+    expected = sum(
+        9 * a * b + 9 * b * b * 2 + a * b + 4 * 2 * b
+        for a, b in zip(widths[:-1], widths[1:], strict=True)
+    )
+    assert sum(x.size for x in jax.tree.leaves(params)) == expected  # ~12.4M, as in MetaOptNet
+    x = jax.random.normal(jax.random.key(1), (2, 84, 84, 3))
+    chex.assert_shape(jax.jit(net.features)(x), (2, 640))
+    small = ResNet12(3, 5, widths=(4, 4, 8, 8), rngs=nnx.Rngs(0))
+    chex.assert_shape(small(x[:, :32, :32]), (2, 5))
+    with pytest.raises(ValueError, match="at least 16x16"):
+        small(x[:, :8, :8])
+    with pytest.raises(ValueError, match="four blocks"):
+        ResNet12(3, 5, widths=(4, 4), rngs=nnx.Rngs(0))
+    # The shortcut carries the input: with every 3x3 kernel zeroed the block is not zero.
+    block = small.blocks[0]
+    for conv in block.convs:
+        conv.kernel[...] = 0
+    y = block(x[:, :32, :32])
+    assert float(jnp.abs(y).max()) > 0.1
