@@ -163,3 +163,64 @@ def one_shot_error_rates(
             )
         rates.append(float(np.mean(logits.argmax(-1) != run.query_y)))
     return np.array(rates)
+
+
+def write_runs(
+    archive: str | os.PathLike,
+    alphabets: Sequence[str],
+    folder: str | os.PathLike,
+    num_runs: int = 20,
+    seed: int = 0,
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Writes runs in the layout of ``all_runs.zip`` from an Omniglot archive's alphabets.
+
+    For a setting without Lake's runs (the minimal one, say), this builds the same benchmark
+    from held-out alphabets: per run one alphabet (taken in turn), 20 of its characters, one
+    drawer's image for training and another's for test, the archive's PNGs unchanged.
+
+    Args:
+      archive: an Omniglot zip (``images_background_small2.zip``, ...).
+      alphabets: the alphabets to draw runs from; each needs at least 20 characters.
+      folder: where ``run01`` ... go.
+      num_runs: how many runs.
+      seed: seeds ``numpy.random.RandomState`` for the choices.
+
+    Returns:
+      Per run, ``(classes, items)``: the character of each training class (``class01``
+      first) and of each test item (``item01`` first).
+    """
+    rng = np.random.RandomState(seed)
+    folder = Path(folder)
+    with zipfile.ZipFile(archive) as zf:
+        pngs = [n.split("/") for n in zf.namelist() if n.endswith(".png")]
+        drawings: dict[str, dict[str, list[str]]] = {}
+        for parts in pngs:
+            if len(parts) == 4:
+                drawings.setdefault(parts[1], {}).setdefault(parts[2], []).append("/".join(parts))
+        truth = {}
+        for r in range(num_runs):
+            alphabet = alphabets[r % len(alphabets)]
+            characters = sorted(drawings.get(alphabet, {}))
+            if len(characters) < 20:
+                raise ValueError(
+                    f"write_runs: alphabet {alphabet!r} has {len(characters)} characters in "
+                    f"{archive}; a run needs 20."
+                )
+            run = f"run{r + 1:02d}"
+            chosen = [characters[i] for i in rng.choice(len(characters), 20, replace=False)]
+            order = rng.permutation(20)  # test item m shows class order[m]
+            for sub in ("training", "test"):
+                (folder / run / sub).mkdir(parents=True, exist_ok=True)
+            for k, character in enumerate(chosen):
+                files = sorted(drawings[alphabet][character])
+                a, b = rng.choice(len(files), 2, replace=False)
+                m = int(np.flatnonzero(order == k)[0])
+                (folder / run / "training" / f"class{k + 1:02d}.png").write_bytes(zf.read(files[a]))
+                (folder / run / "test" / f"item{m + 1:02d}.png").write_bytes(zf.read(files[b]))
+            lines = [
+                f"{run}/test/item{m + 1:02d}.png {run}/training/class{order[m] + 1:02d}.png"
+                for m in range(20)
+            ]
+            (folder / run / "class_labels.txt").write_text("\n".join(lines) + "\n")
+            truth[run] = (chosen, [chosen[order[m]] for m in range(20)])
+    return truth

@@ -2,12 +2,13 @@
 
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from metajax.datasets.download import DataFileError
-from metajax.datasets.omniglot_runs import load_one_shot_runs, one_shot_error_rates
+from metajax.datasets.omniglot_runs import load_one_shot_runs, one_shot_error_rates, write_runs
 
 
 def test_runs_from_a_folder_and_from_the_zip_agree_and_label_correctly(one_shot_runs, tmp_path):
@@ -61,3 +62,10 @@ def test_missing_incomplete_or_foreign_paths_are_clear_errors(one_shot_runs, tmp
         zf.writestr("run01/class_labels.txt", "only-one-path\n")
     with pytest.raises(DataFileError, match="must hold lines"):
         load_one_shot_runs(tmp_path / "x.zip")
+
+
+def test_write_runs_needs_twenty_characters(one_shot_runs, tmp_path):
+    one_shot_runs(1)  # skips without the shared data
+    archive = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"
+    with pytest.raises(ValueError, match="'Tagalog' has 17 characters"):
+        write_runs(archive / "images_background_small2.zip", ["Tagalog"], tmp_path / "r", 1)
