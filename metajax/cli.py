@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="meta-train a named config")
     p.add_argument("config", help="a config name (see `metajax list`)")
     p.add_argument("--workdir", help="the run's folder (default: runs/CONFIG)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument(
+        "--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config fields"
+    )
     p.add_argument("--data-dir", help="folder with the data archives (else $METAJAX_DATA_DIR)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None, help="force the progress bar")

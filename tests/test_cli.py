@@ -52,3 +52,12 @@ def test_train_then_eval_json(tmp_path, capsys):
 def test_errors_exit_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_set_takes_several_assignments_at_once():
+    from metajax.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "sinusoid-maml", "--set", "steps=3", "seed=2", "--set", "meta_batch_size=4"]
+    )
+    assert args.set == ["steps=3", "seed=2", "meta_batch_size=4"]

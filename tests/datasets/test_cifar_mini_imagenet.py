@@ -178,3 +178,28 @@ def test_mini_imagenet_missing_or_broken_files(tmp_path):
     (tmp_path / "mini-imagenet" / "mini-imagenet-cache-test.pkl").write_bytes(b"junk")
     with pytest.raises(DataFileError, match="is not a mini-ImageNet cache pickle"):
         mini_imagenet.load_split("test", tmp_path)
+
+
+def test_image_configs_train_on_cifar_fs_and_stop_clearly_without_data(
+    tmp_path, monkeypatch, capsys
+):
+    from metajax.cli import main
+
+    for config, needs in (
+        ("miniimagenet-maml", "mini-imagenet-cache-train.pkl, or train.csv"),
+        ("miniimagenet-protonet", "mini-imagenet-cache-train.pkl, or train.csv"),
+        ("fc100-protonet", "cifar-100-python.tar.gz is not in"),
+    ):
+        argv = ["train", config, "--data-dir", str(tmp_path / "none"), "--workdir", str(tmp_path / config)]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert needs in err and "Traceback" not in err, err
+    path, _ = _write_cifar100(tmp_path / "data", per_class=(3, 2))
+    monkeypatch.setattr(cifar, "CHECKSUM", ("md5", hashlib.md5(path.read_bytes()).hexdigest()))
+    argv = ["train", "cifarfs-protonet", "--data-dir", str(tmp_path / "data"),
+            "--workdir", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    for change in ("steps=2", "backbone=conv4", "filters=8", "train_query=2", "k_query=2",
+                   "eval_tasks=4"):  # fmt: skip
+        argv += ["--set", change]
+    assert main(argv) == 0
+    assert "accuracy" in capsys.readouterr().out
