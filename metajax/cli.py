@@ -46,6 +46,10 @@ def _evaluate_run(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.distributed:
+        # Reads the cluster from the environment (SLURM, Cloud TPU, or JAX_COORDINATOR_ADDRESS,
+        # JAX_NUM_PROCESSES and JAX_PROCESS_ID); run the same command on every host.
+        jax.distributed.initialize()
     config = config_lib.override(config_lib.get_config(args.config), args.set or [])
     workdir = Path(args.workdir or f"runs/{config.name}")
     experiment = config.build()
@@ -141,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None, help="force the progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host; with --set shard_tasks=true)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run")

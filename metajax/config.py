@@ -61,6 +61,9 @@ class BaseConfig:
       keep_checkpoints: how many checkpoints to keep.
       eval_tasks: test tasks for evaluation.
       eval_seed: seeds the test tasks (fixed, so evaluations are comparable).
+      shard_tasks: split each meta-batch's tasks over every device (all processes' after
+        ``jax.distributed.initialize()``), parameters replicated; ``meta_batch_size`` must
+        be a multiple of the device count.
     """
 
     name: str = "base"
@@ -73,6 +76,7 @@ class BaseConfig:
     keep_checkpoints: int = 3
     eval_tasks: int = 1000
     eval_seed: int = 1234
+    shard_tasks: bool = False
 
     def build(self) -> Experiment:
         raise NotImplementedError(f"{type(self).__name__}.build() is not defined.")

@@ -79,21 +79,26 @@ def map_chunks(
         number of tasks: one chunk of all of them.
 
     Returns:
-      ``fn``'s outputs stacked on a leading chunk axis.
+      ``fn``'s outputs stacked on a leading chunk axis; chunk ``i`` holds tasks ``i``,
+      ``i + n``, ``i + 2n``, ... of the ``n`` chunks.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from metajax.core.types import Split, Task
       >>> tasks = Task(Split(jnp.arange(8.0).reshape(4, 2), jnp.zeros((4, 2))), None, {})
       >>> keys = jax.random.split(jax.random.key(0), 4)
-      >>> map_chunks(lambda t, k: t.support.x.sum(), tasks, keys, chunk=2)
-      Array([ 6., 22.], dtype=float32)
+      >>> map_chunks(lambda t, k: t.support.x.sum(), tasks, keys, chunk=2)  # tasks {0, 2}, {1, 3}
+      Array([10., 18.], dtype=float32)
     """
     size = jax.tree.leaves(keys)[0].shape[0]
     _check_chunk(chunk, size)
     if chunk is None or chunk >= size:
         return jax.tree.map(lambda a: a[None], fn(tasks, keys))
-    split = jax.tree.map(lambda a: a.reshape(size // chunk, chunk, *a.shape[1:]), (tasks, keys))
+    # Chunk i holds tasks i, i + n, i + 2n, ... (n chunks): when the task axis is sharded over
+    # devices in contiguous blocks, every chunk then spans the devices and the sequential
+    # axis stays local to each (a contiguous split would make XLA gather all tasks).
+    n = size // chunk
+    split = jax.tree.map(lambda a: a.reshape(chunk, n, *a.shape[1:]).swapaxes(0, 1), (tasks, keys))
     return jax.lax.map(lambda args: fn(*args), split)
 
 
@@ -124,7 +129,7 @@ def map_tasks(
       Array([1., 5., 9.], dtype=float32)
     """
     out = map_chunks(jax.vmap(fn), tasks, keys, chunk)
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+    return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(-1, *a.shape[2:]), out)
 
 
 def vmap_mean(

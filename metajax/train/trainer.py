@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import chex
@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from metajax import config as config_lib
 from metajax.algorithms.base import MetaAlgorithm, Metrics
-from metajax.core.types import Params, TaskDistribution, sample_tasks
+from metajax.core.types import Params, TaskDistribution
 from metajax.train import checkpoint
 
 
@@ -76,11 +78,30 @@ def init_state(
     )
 
 
+def task_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named ``"tasks"`` over ``devices`` (default: every device of every
+    process), for `make_meta_step`'s ``mesh``."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.array(devices), ("tasks",))
+
+
+def check_divisible(meta_batch_size: int, mesh: Mesh) -> None:
+    """Raises ValueError unless the meta-batch splits evenly over the mesh's devices."""
+    devices = mesh.devices.size
+    if meta_batch_size % devices:
+        raise ValueError(
+            f"meta_batch_size={meta_batch_size} does not split over {devices} devices: use a "
+            f"multiple of {devices} (for example {-(-meta_batch_size // devices) * devices}), or "
+            "turn off shard_tasks."
+        )
+
+
 def make_meta_step(
     algorithm: MetaAlgorithm,
     tasks: TaskDistribution,
     optimizer: optax.GradientTransformation,
     meta_batch_size: int,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState], tuple[TrainState, Metrics]]:
     """One meta-step as a pure function ``state -> (state, metrics)``.
 
@@ -92,17 +113,30 @@ def make_meta_step(
       tasks: provides ``sample(key)``.
       optimizer: the outer optax optimizer.
       meta_batch_size: tasks per step.
+      mesh: shard the meta-batch's task axis over this mesh's ``"tasks"`` axis (see
+        `task_mesh`), with the state replicated; XLA averages the meta-gradient across
+        devices. The result equals the single-device step to float tolerance.
 
     Returns:
       The step function (not jitted: `make_train_fn` compiles it).
     """
+    if mesh is not None:
+        check_divisible(meta_batch_size, mesh)
+
+    def spread(tree, spec):
+        if mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
     def step(state: TrainState) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         task_key, alg_key = jax.random.split(key)
-        batch = sample_tasks(tasks, task_key, meta_batch_size)
-        alg_keys = jax.random.split(alg_key, meta_batch_size)
+        # Keys are split on every device alike; each device then samples only its own tasks.
+        task_keys = spread(jax.random.split(task_key, meta_batch_size), P("tasks"))
+        batch = jax.vmap(tasks.sample)(task_keys)
+        alg_keys = spread(jax.random.split(alg_key, meta_batch_size), P("tasks"))
         grads, metrics = algorithm.batch_meta_grad(state.params, batch, alg_keys)
+        grads = spread(grads, P())
         metrics = dict(metrics)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(
@@ -119,7 +153,7 @@ def make_meta_step(
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
         metrics["finite"] = finite
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return new, metrics
+        return spread(new, P()), metrics
 
     return step
 
@@ -157,6 +191,10 @@ def _rewrite_metrics(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def _as_saved(config: config_lib.BaseConfig) -> dict:
+    return json.loads(json.dumps(config_lib.to_dict(config)))  # tuples -> lists, as saved
+
+
 def train(
     config: config_lib.BaseConfig,
     workdir: str | os.PathLike,
@@ -190,20 +228,31 @@ def train(
     ckpt_dir = workdir / "checkpoints"
     saved = workdir / "config.json"
     if saved.exists():
-        old = json.loads(saved.read_text())
-        new = json.loads(json.dumps(config_lib.to_dict(config)))  # tuples -> lists, as saved
+        # Through from_dict, so fields added since the run was saved compare at their defaults.
+        old = _as_saved(config_lib.from_dict(json.loads(saved.read_text())))
+        new = _as_saved(config)
         differ = sorted(k for k in set(old) | set(new) if k != "steps" and old.get(k) != new.get(k))
         if differ:
             raise ValueError(
                 f"{workdir} holds a run with a different config ({', '.join(differ)} differ). "
                 "Use another --workdir, or the same settings to resume it."
             )
-    config_lib.save_json(saved, config)
+    # With several processes (jax.distributed), every one computes the same replicated state
+    # and only the first writes files.
+    writer = jax.process_index() == 0
+    if writer:
+        config_lib.save_json(saved, config)
 
+    mesh = task_mesh() if config.shard_tasks else None
+    if mesh is not None:
+        check_divisible(config.meta_batch_size, mesh)
     state = init_state(experiment.algorithm, experiment.optimizer, config.seed)
     if checkpoint.checkpoint_steps(ckpt_dir):
         _, state = checkpoint.restore(ckpt_dir, state)
         state = jax.tree.map(jnp.asarray, state)
+    if mesh is not None:
+        # Replicated on every device (of every process: each computes the same init).
+        state = jax.device_put(state, NamedSharding(mesh, P()))
     start = int(state.step)
     metrics_path = workdir / "metrics.jsonl"
     _rewrite_metrics(metrics_path, start)
@@ -214,13 +263,14 @@ def train(
             experiment.train_tasks,
             experiment.optimizer,
             config.meta_batch_size,
+            mesh,
         )
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True)
     step = start
     t0 = time.perf_counter()
-    with metrics_path.open("a") as log:
+    with open(metrics_path if writer else os.devnull, "a") as log:
         while step < config.steps:
             next_ckpt = (step // config.checkpoint_every + 1) * config.checkpoint_every
             n = min(config.steps_per_dispatch, config.steps - step, next_ckpt - step)
@@ -242,13 +292,13 @@ def train(
                 record.update({k: float(v[-1]) for k, v in metrics.items() if k != "finite"})
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if writer and (step % config.checkpoint_every == 0 or step == config.steps):
                 checkpoint.save(ckpt_dir, step, state, keep=config.keep_checkpoints)
             bar.update(n)
             loss = float(metrics["meta_loss"][-1])
             bar.set_postfix(meta_loss=f"{loss:.4f}" if math.isfinite(loss) else str(loss))
     bar.close()
-    if not checkpoint.checkpoint_steps(ckpt_dir):
+    if writer and not checkpoint.checkpoint_steps(ckpt_dir):
         checkpoint.save(ckpt_dir, step, state, keep=config.keep_checkpoints)
     return state
 
