@@ -4,6 +4,9 @@ import os
 
 # Tests run on the CPU; keep XLA from grabbing every core's thread pool twice over.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI's persistent compilation cache stays out of the user's home during tests
+# (test_cli.py checks it in a subprocess with its own folder).
+os.environ.setdefault("METAJAX_COMPILATION_CACHE", "off")
 
 from pathlib import Path  # noqa: E402
 

@@ -61,3 +61,36 @@ def test_set_takes_several_assignments_at_once():
         ["train", "sinusoid-maml", "--set", "steps=3", "seed=2", "--set", "meta_batch_size=4"]
     )
     assert args.set == ["steps=3", "seed=2", "meta_batch_size=4"]
+
+
+HITS = """
+import sys, jax
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(1) if name == "/jax/compilation_cache/cache_hits" else None
+)
+from metajax.cli import main
+assert main(sys.argv[1:]) == 0
+print("cache hits:", len(hits))
+"""
+
+
+@pytest.mark.slow
+def test_persistent_compilation_cache_is_written_and_reused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, METAJAX_COMPILATION_CACHE=str(tmp_path / "xla"))
+    argv = [sys.executable, "-c", HITS, "train", "sinusoid-maml", "--set", "steps=20",
+            "hidden=8", "eval_tasks=10", "steps_per_dispatch=10", "--no-progress"]  # fmt: skip
+    hits = []
+    for run in ("a", "b"):
+        proc = subprocess.run(
+            argv + ["--workdir", str(tmp_path / run)], env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        hits.append(int(proc.stdout.split("cache hits:")[1]))
+    assert any(n.startswith("jit_run-") for n in os.listdir(tmp_path / "xla"))
+    # A fresh cache has nothing to hit; the second run finds its programs there.
+    assert hits[0] == 0 and hits[1] >= 1
