@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 from metajax.algorithms.base import MetaAlgorithm
+from metajax.core.functional import Model, mixed_precision
 from metajax.core.types import TaskDistribution
 
 
@@ -64,6 +66,9 @@ class BaseConfig:
       shard_tasks: split each meta-batch's tasks over every device (all processes' after
         ``jax.distributed.initialize()``), parameters replicated; ``meta_batch_size`` must
         be a multiple of the device count.
+      compute_dtype: the models' forward and backward dtype, ``float32`` or ``bfloat16``
+        (mixed precision: parameters, gradients and optimizer state stay float32; see
+        `metajax.core.functional.mixed_precision`).
     """
 
     name: str = "base"
@@ -77,12 +82,24 @@ class BaseConfig:
     eval_tasks: int = 1000
     eval_seed: int = 1234
     shard_tasks: bool = False
+    compute_dtype: str = "float32"
 
     def build(self) -> Experiment:
         raise NotImplementedError(f"{type(self).__name__}.build() is not defined.")
 
+    def model(self, model: Model) -> Model:
+        """``model`` in this config's ``compute_dtype``; configs wrap their models with it."""
+        if self.compute_dtype == "float32":
+            return model
+        return mixed_precision(model, jnp.dtype(self.compute_dtype))
+
     def validate(self) -> None:
         """Raises ValueError naming any field with an impossible value."""
+        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(
+                f"Config {self.name}: compute_dtype must be float32, bfloat16 or float16, got "
+                f"{self.compute_dtype!r}."
+            )
         for field in (
             "steps",
             "meta_batch_size",

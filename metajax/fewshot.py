@@ -113,10 +113,14 @@ class FewShotConfig(BaseConfig):
         images."""
         side, channels = image_shape[0], image_shape[-1]
         if self.backbone == "resnet12":
-            return from_nnx(lambda r: ResNet12(channels, num_classes, conv=conv, rngs=r))
-        return from_nnx(
-            lambda r: Conv4(
-                channels, num_classes, image_size=side, filters=self.filters, conv=conv, rngs=r
+            return self.model(
+                from_nnx(lambda r: ResNet12(channels, num_classes, conv=conv, rngs=r))
+            )
+        return self.model(
+            from_nnx(
+                lambda r: Conv4(
+                    channels, num_classes, image_size=side, filters=self.filters, conv=conv, rngs=r
+                )
             )
         )
 

@@ -58,7 +58,7 @@ class SinusoidConfig(BaseConfig):
             )
 
     def build(self) -> Experiment:
-        model = from_nnx(lambda rngs: MLP(1, 1, self.hidden, rngs=rngs))
+        model = self.model(from_nnx(lambda rngs: MLP(1, 1, self.hidden, rngs=rngs)))
         algorithm = ALGORITHMS[self.algorithm](
             model=model,
             loss=losses.mse,

@@ -13,6 +13,7 @@ from typing import Any
 
 import chex
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from metajax.core.types import Params
@@ -135,3 +136,38 @@ def from_function(
       (4, 1)
     """
     return Model(init=init, apply=apply)
+
+
+def mixed_precision(model: Model, compute_dtype: Any = jnp.bfloat16) -> Model:
+    """The same model computing in ``compute_dtype`` while its parameters stay float32.
+
+    ``apply`` casts the floating-point parameters and inputs to ``compute_dtype``, runs the
+    model, and casts the output back to float32. The casts are differentiable, so inner-loop
+    and meta-gradients arrive in float32 and every update (inner SGD, outer Adam) and the
+    optimizer state stay float32: the "master weights" recipe of Micikevicius et al. 2018.
+
+    Args:
+      model: any `Model`.
+      compute_dtype: the dtype of the forward and backward passes (``jnp.bfloat16``).
+
+    Returns:
+      A `Model` with the same ``init`` and parameters.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from metajax.models import MLP
+      >>> model = mixed_precision(from_nnx(lambda r: MLP(1, 1, rngs=r)))
+      >>> params = model.init(jax.random.key(0))
+      >>> jax.tree.leaves(params)[0].dtype, model.apply(params, jnp.ones((2, 1))).dtype
+      (dtype('float32'), dtype('float32'))
+    """
+
+    def cast(tree, dtype):
+        return jax.tree.map(
+            lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+        )
+
+    def apply(params: Params, x: chex.Array) -> chex.Array:
+        return cast(model.apply(cast(params, compute_dtype), cast(x, compute_dtype)), jnp.float32)
+
+    return Model(model.init, apply)
