@@ -1,0 +1,170 @@
+"""The PyTorch peers of the suite, run in the benchmark environment (``.venv-bench``).
+
+    .venv-bench/bin/python benchmarks/torch_peers.py IMPL WORKLOAD STEPS SHARED.npz
+
+``SHARED.npz`` holds the workload's fixed meta-batch (NHWC) and metajax's initial weights
+(``param:convs/0/kernel`` in HWIO, ...), written by `benchmarks.suite`. Implementations:
+
+- ``torch``: plain PyTorch autograd, a Python loop over the meta-batch's tasks, inner
+  gradients by ``torch.autograd.grad(create_graph=True)`` (second order) or detached.
+- ``torchfunc``: ``torch.func``: ``vmap`` over tasks, ``grad`` of ``grad``.
+
+Prints one JSON line with the suite's fields. The models are written functionally on the
+shared weights, with the same transductive batch norm, pooling and losses as metajax's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+
+def load(path):
+    z = np.load(path)
+    data = {k: torch.from_numpy(z[k]) for k in ("sx", "sy", "qx", "qy")}
+    params = {}
+    for key in z.files:
+        if key.startswith("param:"):
+            name, value = key[len("param:") :], torch.from_numpy(z[key])
+            if name.startswith("convs/") and name.endswith("kernel"):
+                value = value.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
+            params[name] = value.clone().requires_grad_(True)
+    for k in ("sx", "qx"):
+        if data[k].ndim == 5:
+            data[k] = data[k].permute(0, 1, 4, 2, 3).contiguous()  # NHWC -> NCHW
+    for k in ("sy", "qy"):
+        if data[k].dtype == torch.int32:
+            data[k] = data[k].long()
+    return data, params
+
+
+def conv4(p, x, features_only):
+    for i in range(4):
+        x = F.conv2d(x, p[f"convs/{i}/kernel"], p[f"convs/{i}/bias"], padding=1)
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = x.var((0, 2, 3), keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + 1e-5)
+        x = x * p[f"norms/{i}/scale"].view(1, -1, 1, 1) + p[f"norms/{i}/bias"].view(1, -1, 1, 1)
+        x = F.max_pool2d(F.relu(x), 2)
+    x = x.flatten(1)
+    return x if features_only else x @ p["head/kernel"] + p["head/bias"]
+
+
+def mlp(p, x):
+    x = F.relu(x @ p["hidden/0/kernel"] + p["hidden/0/bias"])
+    x = F.relu(x @ p["hidden/1/kernel"] + p["hidden/1/bias"])
+    return x @ p["out/kernel"] + p["out/bias"]
+
+
+def make_task_loss(w, grad_fn):
+    """The per-task meta-loss; ``grad_fn(loss, params, create_graph) -> grads``."""
+
+    def loss(p, x, y):
+        if w.kind == "sinusoid":
+            return ((mlp(p, x) - y) ** 2).mean()
+        return F.cross_entropy(conv4(p, x, False), y)
+
+    def task_loss(p, sx, sy, qx, qy):
+        if w.kind == "protonet":
+            s, q = conv4(p, sx, True), conv4(p, qx, True)
+            onehot = F.one_hot(sy, w.way).to(s.dtype)
+            protos = (onehot.T @ s) / onehot.sum(0)[:, None]
+            return F.cross_entropy(-((q[:, None] - protos[None]) ** 2).sum(-1), qy)
+        phi = p
+        for _ in range(w.inner_steps):
+            grads = grad_fn(lambda q: loss(q, sx, sy), phi, not w.first_order)
+            phi = {k: phi[k] - w.inner_lr * grads[k] for k in phi}
+        return loss(phi, qx, qy)
+
+    return task_loss
+
+
+def autograd_grads(f, params, create_graph):
+    names = list(params)
+    gs = torch.autograd.grad(f(params), [params[k] for k in names], create_graph=create_graph)
+    return dict(zip(names, gs, strict=True))
+
+
+def func_grads(f, params, create_graph):
+    g = torch.func.grad(f)(params)
+    return g if create_graph else {k: v.detach() for k, v in g.items()}
+
+
+def build(impl, w, data, params):
+    opt = torch.optim.Adam(params.values(), lr=w.outer_lr)
+    n = w.meta_batch
+    if impl == "torch":
+        task_loss = make_task_loss(w, autograd_grads)
+
+        def mean_loss(p):
+            return (
+                sum(
+                    task_loss(p, data["sx"][i], data["sy"][i], data["qx"][i], data["qy"][i])
+                    for i in range(n)
+                )
+                / n
+            )
+
+        def step():
+            opt.zero_grad()
+            # One backward per task keeps one task's graph alive at a time.
+            for i in range(n):
+                loss = task_loss(params, data["sx"][i], data["sy"][i], data["qx"][i], data["qy"][i])
+                (loss / n).backward()
+            opt.step()
+
+    elif impl == "torchfunc":
+        task_loss = make_task_loss(w, func_grads)
+
+        def mean_loss(p):
+            losses = torch.func.vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(
+                p, data["sx"], data["sy"], data["qx"], data["qy"]
+            )
+            return losses.mean()
+
+        def step():
+            detached = {k: v.detach() for k, v in params.items()}
+            grads = torch.func.grad(mean_loss)(detached)
+            for k, v in params.items():
+                v.grad = grads[k]
+            opt.step()
+
+    else:
+        raise SystemExit(f"unknown PyTorch implementation {impl!r}")
+    return step, mean_loss
+
+
+def main():
+    impl, workload, steps, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(os.cpu_count())
+    w = WORKLOADS[workload]
+    data, params = load(path)
+    step, mean_loss = build(impl, w, data, params)
+    with torch.no_grad() if w.kind == "protonet" else torch.enable_grad():
+        loss0 = float(mean_loss({k: v.detach().requires_grad_(True) for k, v in params.items()}))
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_s = steps / (time.perf_counter() - t0)
+    print(json.dumps({"impl": impl, "workload": workload, "meta_loss_0": loss0,
+                      "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch,
+                      "compile_s": first,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
