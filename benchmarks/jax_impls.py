@@ -35,7 +35,7 @@ def metajax_init(w: Workload) -> dict:
     return metajax_model(w, "xla").init(jax.random.key(0))
 
 
-def build_metajax(w: Workload, data: dict, params: dict):
+def build_metajax(w: Workload, data: dict, params: dict, remat: bool = False):
     # The library's defaults on this backend, as the few-shot configs pick them.
     maml_conv = w.kind == "maml" and jax.default_backend() == "cpu"
     model = metajax_model(w, "im2col" if maml_conv else "xla")
@@ -48,7 +48,8 @@ def build_metajax(w: Workload, data: dict, params: dict):
             optax.sgd(w.inner_lr),
             inner_steps=w.inner_steps,
             first_order=w.first_order,
-            unroll=w.kind == "maml",
+            unroll=w.kind == "maml" and not remat,
+            remat=remat,
             task_chunk=1 if maml_conv else None,
         )
     tasks = Task(Split(data["sx"], data["sy"]), Split(data["qx"], data["qy"]), {})
