@@ -31,3 +31,17 @@ def one_shot_runs(tmp_path):
         return folder, write_runs(archive, alphabets, folder, num_runs, seed)
 
     return make
+
+
+@pytest.fixture
+def offline_data(tmp_path, monkeypatch):
+    """No network (a download attempt fails as offline) and a fresh decode cache per test."""
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)

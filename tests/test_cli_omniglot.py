@@ -3,8 +3,6 @@ of a paper-setting config whose full archives are not on this machine."""
 
 import io
 import json
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -30,14 +28,7 @@ def _train(config: str, workdir: Path, *assignments: str) -> int:
     return main(argv)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+pytestmark = pytest.mark.usefixtures("offline_data")
 
 
 @pytest.mark.slow

@@ -5,8 +5,6 @@ import hashlib
 import io
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -39,14 +37,7 @@ SUPERCLASSES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path / "cache"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+pytestmark = pytest.mark.usefixtures("offline_data")
 
 
 def _pickled(obj) -> bytes:
