@@ -81,12 +81,14 @@ def main() -> None:
         return
     print(f"second-order MAML, Conv4 5-way 1-shot 15q, meta-batch {args.meta_batch}; "
           f"load average before: {load[0]:.2f}")  # fmt: skip
-    print(f"{'inner steps':>11} {'remat':>6} {'peak RSS MB':>12} {'s/step':>8} {'compile s':>10}")
+    print(f"{'inner steps':>11} {'remat':>6} {'peak RSS MB':>12} {'device MB':>10} {'s/step':>8} "
+          f"{'compile s':>10}")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['inner_steps']:>11} {r['remat']!s:>6}  error: {r['error'][-120:]}")
             continue
-        print(f"{r['inner_steps']:>11} {r['remat']!s:>6} {r['peak_rss_mb']:>12.0f} "
+        device_mb = f"{r['device_peak_mb']:>10.0f}" if r["device_peak_mb"] else f"{'-':>10}"
+        print(f"{r['inner_steps']:>11} {r['remat']!s:>6} {r['peak_rss_mb']:>12.0f} {device_mb} "
               f"{r['step_s']:>8.3f} {r['compile_s']:>10.2f}")  # fmt: skip
 
 

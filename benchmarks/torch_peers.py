@@ -8,6 +8,11 @@
 - ``torch``: plain PyTorch autograd, a Python loop over the meta-batch's tasks, inner
   gradients by ``torch.autograd.grad(create_graph=True)`` (second order) or detached.
 - ``torchfunc``: ``torch.func``: ``vmap`` over tasks, ``grad`` of ``grad``.
+- ``torchopt``: TorchOpt's differentiable functional optimizer (``torchopt.sgd`` with
+  ``update(..., inplace=False)`` and ``apply_updates``) in a task loop, as its MAML examples.
+
+Runs on CUDA when PyTorch sees a GPU (``BENCH_DEVICE=cpu`` forces the CPU), and then reports
+the device's peak allocated memory too.
 
 Prints one JSON line with the suite's fields. The models are written functionally on the
 shared weights, with the same transductive batch norm, pooling and losses as metajax's.
@@ -28,17 +33,24 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.workloads import WORKLOADS  # noqa: E402
 
+DEVICE = os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
 
 def load(path):
     z = np.load(path)
-    data = {k: torch.from_numpy(z[k]) for k in ("sx", "sy", "qx", "qy")}
+    data = {k: torch.from_numpy(z[k]).to(DEVICE) for k in ("sx", "sy", "qx", "qy")}
     params = {}
     for key in z.files:
         if key.startswith("param:"):
             name, value = key[len("param:") :], torch.from_numpy(z[key])
             if name.startswith("convs/") and name.endswith("kernel"):
                 value = value.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
-            params[name] = value.clone().requires_grad_(True)
+            params[name] = value.to(DEVICE).clone().requires_grad_(True)
     for k in ("sx", "qx"):
         if data[k].ndim == 5:
             data[k] = data[k].permute(0, 1, 4, 2, 3).contiguous()  # NHWC -> NCHW
@@ -66,8 +78,9 @@ def mlp(p, x):
     return x @ p["out/kernel"] + p["out/bias"]
 
 
-def make_task_loss(w, grad_fn):
-    """The per-task meta-loss; ``grad_fn(loss, params, create_graph) -> grads``."""
+def make_task_loss(w, inner_step):
+    """The per-task meta-loss; ``inner_step(loss, phi, create_graph) -> phi`` is one step of
+    the inner SGD."""
 
     def loss(p, x, y):
         if w.kind == "sinusoid":
@@ -82,29 +95,52 @@ def make_task_loss(w, grad_fn):
             return F.cross_entropy(-((q[:, None] - protos[None]) ** 2).sum(-1), qy)
         phi = p
         for _ in range(w.inner_steps):
-            grads = grad_fn(lambda q: loss(q, sx, sy), phi, not w.first_order)
-            phi = {k: phi[k] - w.inner_lr * grads[k] for k in phi}
+            phi = inner_step(lambda q: loss(q, sx, sy), phi, not w.first_order)
         return loss(phi, qx, qy)
 
     return task_loss
 
 
-def autograd_grads(f, params, create_graph):
-    names = list(params)
-    gs = torch.autograd.grad(f(params), [params[k] for k in names], create_graph=create_graph)
-    return dict(zip(names, gs, strict=True))
+def autograd_step(w):
+    def step(f, phi, create_graph):
+        names = list(phi)
+        gs = torch.autograd.grad(f(phi), [phi[k] for k in names], create_graph=create_graph)
+        return {k: phi[k] - w.inner_lr * g for k, g in zip(names, gs, strict=True)}
+
+    return step
 
 
-def func_grads(f, params, create_graph):
-    g = torch.func.grad(f)(params)
-    return g if create_graph else {k: v.detach() for k, v in g.items()}
+def func_step(w):
+    def step(f, phi, create_graph):
+        g = torch.func.grad(f)(phi)
+        g = g if create_graph else {k: v.detach() for k, v in g.items()}
+        return {k: phi[k] - w.inner_lr * g[k] for k in phi}
+
+    return step
+
+
+def torchopt_step(w):
+    """TorchOpt's differentiable functional optimizer, as in its MAML examples."""
+    import torchopt
+
+    inner = torchopt.sgd(w.inner_lr)
+
+    def step(f, phi, create_graph):
+        names = list(phi)
+        leaves = tuple(phi[k] for k in names)
+        grads = torch.autograd.grad(f(phi), leaves, create_graph=create_graph)
+        updates, _ = inner.update(grads, inner.init(leaves), inplace=False)
+        new = torchopt.apply_updates(leaves, updates, inplace=False)
+        return dict(zip(names, new, strict=True))
+
+    return step
 
 
 def build(impl, w, data, params):
     opt = torch.optim.Adam(params.values(), lr=w.outer_lr)
     n = w.meta_batch
-    if impl == "torch":
-        task_loss = make_task_loss(w, autograd_grads)
+    if impl in ("torch", "torchopt"):
+        task_loss = make_task_loss(w, (autograd_step if impl == "torch" else torchopt_step)(w))
 
         def mean_loss(p):
             return (
@@ -124,7 +160,7 @@ def build(impl, w, data, params):
             opt.step()
 
     elif impl == "torchfunc":
-        task_loss = make_task_loss(w, func_grads)
+        task_loss = make_task_loss(w, func_step(w))
 
         def mean_loss(p):
             losses = torch.func.vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(
@@ -154,16 +190,21 @@ def main():
         loss0 = float(mean_loss({k: v.detach().requires_grad_(True) for k, v in params.items()}))
     t0 = time.perf_counter()
     step()
+    sync()
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     per_s = steps / (time.perf_counter() - t0)
-    print(json.dumps({"impl": impl, "workload": workload, "meta_loss_0": loss0,
-                      "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch,
-                      "compile_s": first,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))  # fmt: skip
+    row = {"impl": impl, "workload": workload, "meta_loss_0": loss0,
+           "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch, "compile_s": first,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}  # fmt: skip
+    if DEVICE == "cuda":
+        row["device"] = torch.cuda.get_device_name()
+        row["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(row))
 
 
 if __name__ == "__main__":
