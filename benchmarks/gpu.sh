@@ -18,7 +18,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "no NVIDIA GPU here (nvidia-smi finds none): nothing to measure" >&2
   exit 1
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# Each measured process allocates what it needs, so that the device peak is its own and a
+# process that has not yet released its memory cannot starve the next.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   "$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.get_device_name())"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.workloads import WORKLOADS, make_data
+from benchmarks.workloads import WORKLOADS, make_data, timed_steps
 
 JAX_IMPLS = ("metajax", "jax")
 TORCH_IMPLS = ("torch", "torchfunc", "torchopt")
@@ -60,11 +60,7 @@ def run_jax_worker(impl: str, workload: str, steps: int) -> dict:
     t0 = time.perf_counter()
     state = jax.block_until_ready(step(state))
     compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state = step(state)
-    jax.block_until_ready(state)
-    per_s = steps / (time.perf_counter() - t0)
+    state, per_s = timed_steps(step, state, steps, jax.block_until_ready)
     device = jax.devices()[0]
     row = {"impl": impl, "workload": workload, "meta_loss_0": loss0,
            "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch,
@@ -112,8 +108,11 @@ def _subprocess_json(argv: list[str], env: dict | None = None) -> dict:
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": tail[0][:200]}
+        text = (proc.stderr or proc.stdout).strip()
+        # The exception's own line, not the frames or a native stack dump after it.
+        errors = [ln for ln in text.splitlines() if "Error" in ln or "error:" in ln]
+        first = (errors or text.splitlines()[-1:] or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {first.strip()[:300]}", "log_tail": text[-3000:]}
     return json.loads(lines[-1])
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.workloads import WORKLOADS  # noqa: E402
+from benchmarks.workloads import WORKLOADS, timed_steps  # noqa: E402
 
 DEVICE = os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -192,11 +192,7 @@ def main():
     step()
     sync()
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    per_s = steps / (time.perf_counter() - t0)
+    _, per_s = timed_steps(lambda _: step(), None, steps, lambda _: sync())
     row = {"impl": impl, "workload": workload, "meta_loss_0": loss0,
            "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch, "compile_s": first,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

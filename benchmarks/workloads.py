@@ -68,3 +68,23 @@ def make_data(w: Workload) -> dict[str, np.ndarray]:
         "qx": images[:, n:],
         "qy": np.tile(labels[n:], (w.meta_batch, 1)).astype(np.int32),
     }
+
+
+def timed_steps(step, state, steps: int, sync, budget_s: float = 20.0):
+    """Runs up to ``steps`` calls of ``state = step(state)`` and returns ``(state,
+    steps_per_s)``, stopping early (after at least 3 steps) once ``budget_s`` seconds have
+    passed, so that slow implementations finish in bounded time. ``sync(state)`` waits for
+    queued device work, so the clock stops when the last step is done."""
+    import time
+
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        state = step(state)
+        done += 1
+        if done >= 3 and done % 3 == 0:
+            sync(state)
+            if time.perf_counter() - t0 > budget_s:
+                break
+    sync(state)
+    return state, done / (time.perf_counter() - t0)
