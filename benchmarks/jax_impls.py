@@ -36,11 +36,12 @@ def metajax_init(w: Workload) -> dict:
 
 
 def build_metajax(w: Workload, data: dict, params: dict, remat: bool = False):
-    # The library's defaults on this backend, as the few-shot configs pick them.
-    maml_conv = w.kind == "maml" and jax.default_backend() == "cpu"
-    model = metajax_model(w, "im2col" if maml_conv else "xla")
+    # The library's defaults on this backend, as the few-shot configs pick them (FewShotConfig
+    # with conv=auto, task_chunk=-1): on CPU, tasks in turn with im2col convolutions.
+    cpu_conv = w.kind != "sinusoid" and jax.default_backend() == "cpu"
+    model = metajax_model(w, "im2col" if cpu_conv else "xla")
     if w.kind == "protonet":
-        algorithm = ProtoNet(model)
+        algorithm = ProtoNet(model, task_chunk=1 if cpu_conv else None)
     else:
         algorithm = MAML(
             model,
@@ -50,7 +51,7 @@ def build_metajax(w: Workload, data: dict, params: dict, remat: bool = False):
             first_order=w.first_order,
             unroll=w.kind == "maml" and not remat,
             remat=remat,
-            task_chunk=1 if maml_conv else None,
+            task_chunk=1 if cpu_conv else None,
         )
     tasks = Task(Split(data["sx"], data["sy"]), Split(data["qx"], data["qy"]), {})
     keys = jax.random.split(jax.random.key(1), w.meta_batch)

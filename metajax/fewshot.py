@@ -45,10 +45,13 @@ class FewShotConfig(BaseConfig):
       inner_lr, inner_steps, eval_inner_steps: MAML's inner SGD.
       outer_lr: Adam's learning rate.
       lr_halve_every: halve the outer learning rate every this many steps (0: constant).
-      conv: the backbone's convolution, ``xla`` or ``im2col`` (same results); ``auto`` picks
-        im2col for MAML on CPU, where per-task weights make XLA's convolution ~10x slower.
+      conv: the backbone's convolution, ``xla``, ``im2col`` or ``taps`` (same results);
+        ``auto`` picks im2col on CPU whenever the tasks run one after another (see
+        task_chunk): XLA:CPU's convolution is ~10x slower under ``vmap`` with per-task weights
+        and inside a loop body (``benchmarks/RESULTS.md``).
       task_chunk: tasks run together under ``vmap`` (see `metajax.algorithms.map_chunks`);
-        0 vmaps the whole meta-batch; -1 (auto) is 1 for MAML on CPU, else 0.
+        0 vmaps the whole meta-batch; -1 (auto) is 1 on CPU (one task at a time keeps each
+        task's activations in cache: ProtoNet's meta-batch of 32 ran 1.9x faster), else 0.
     """
 
     steps: int = 60_000
@@ -124,6 +127,25 @@ class FewShotConfig(BaseConfig):
             )
         )
 
+    def conv_and_task_chunk(self, backend: str) -> tuple[str, int | None]:
+        """The convolution and ``task_chunk`` the algorithm gets on ``backend``, with ``auto``
+        (``conv="auto"``, ``task_chunk=-1``) resolved as the docstring above says.
+
+        Example:
+          >>> from metajax.config import get_config
+          >>> get_config("omniglot-maml").conv_and_task_chunk("cpu")
+          ('im2col', 1)
+          >>> get_config("omniglot-maml").conv_and_task_chunk("gpu")
+          ('xla', None)
+        """
+        on_cpu = backend == "cpu"
+        task_chunk = self.task_chunk if self.task_chunk >= 0 else (1 if on_cpu else 0)
+        task_chunk = min(task_chunk, self.meta_batch_size) or None
+        in_loop = task_chunk is not None and task_chunk < self.meta_batch_size
+        maml = self.algorithm != "protonet"
+        auto_conv = "im2col" if on_cpu and (maml or in_loop) else "xla"
+        return (self.conv if self.conv != "auto" else auto_conv), task_chunk
+
     def build(self) -> Experiment:
         train_data, test_data = self.load_data()
         shape = train_data.image_shape
@@ -138,10 +160,7 @@ class FewShotConfig(BaseConfig):
             test_data, self.n_way, self.k_shot, self.k_query, rotations=self.test_rotations
         )
         maml = self.algorithm != "protonet"
-        on_cpu = jax.default_backend() == "cpu"
-        conv = self.conv if self.conv != "auto" else ("im2col" if maml and on_cpu else "xla")
-        task_chunk = self.task_chunk if self.task_chunk >= 0 else (1 if maml and on_cpu else 0)
-        task_chunk = min(task_chunk, self.meta_batch_size) or None
+        conv, task_chunk = self.conv_and_task_chunk(jax.default_backend())
         if maml:
             algorithm = MAML(
                 self.backbone_model(self.n_way, shape, conv),

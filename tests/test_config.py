@@ -54,3 +54,25 @@ def test_unknown_config_lists_known_ones():
 def test_round_trip_through_dict():
     cfg = override(get_config("sinusoid-fomaml"), ["hidden=4,5", "seed=9"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("assignments", "backend", "expected"),
+    [
+        # MAML's per-task weights: tasks in turn, matmul convolutions, on CPU only.
+        (["algorithm=maml", "meta_batch_size=32"], "cpu", ("im2col", 1)),
+        (["algorithm=maml", "meta_batch_size=32"], "gpu", ("xla", None)),
+        # ProtoNet: a meta-batch of 32 runs task by task, so its convolutions sit in a loop.
+        (["algorithm=protonet", "meta_batch_size=32"], "cpu", ("im2col", 1)),
+        # One task per meta-batch: no loop, XLA's own convolution is the faster one.
+        (["algorithm=protonet", "meta_batch_size=1"], "cpu", ("xla", 1)),
+        (
+            ["algorithm=protonet", "meta_batch_size=32", "conv=taps", "task_chunk=8"],
+            "cpu",
+            ("taps", 8),
+        ),  # fmt: skip
+    ],
+)
+def test_auto_conv_and_task_chunk_follow_the_backend(assignments, backend, expected):
+    config = override(get_config("omniglot-maml"), assignments)
+    assert config.conv_and_task_chunk(backend) == expected

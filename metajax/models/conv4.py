@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metajax.models.conv_ops import im2col_conv
+from metajax.models.conv_ops import im2col_conv, tap_conv
 
-CONV_IMPLS = {"xla": jax.lax.conv_general_dilated, "im2col": im2col_conv}
+CONV_IMPLS = {"xla": jax.lax.conv_general_dilated, "im2col": im2col_conv, "taps": tap_conv}
 
 
 def max_pool_2x2(x: chex.Array) -> chex.Array:
@@ -49,25 +49,22 @@ class TransductiveBatchNorm(nnx.Module):
 class Conv4(nnx.Module):
     """Four conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool) and a linear head.
 
-        Args:
-          in_channels: image channels (1 for Omniglot, 3 for mini-ImageNet).
-          num_classes: output logits (N of N-way); ``0`` returns the flattened features.
-          image_size: input height and width, to size the head.
-          filters: channels of each block.
-          conv: ``"xla"`` (``lax.conv_general_dilated``) or ``"im2col"`` (`im2col_conv`: patches
-            times a matrix, much faster on CPU when each task has its own weights, as in MAML).
-            Both give the same outputs and the same parameters.
-          rngs: NNX random streams.
+    Args:
+      in_channels: image channels (1 for Omniglot, 3 for mini-ImageNet).
+      num_classes: output logits (N of N-way); ``0`` returns the flattened features.
+      image_size: input height and width, to size the head.
+      filters: channels of each block.
+      conv: how a convolution is computed; all give the same outputs and parameters.
+        ``"xla"``: ``lax.conv_general_dilated``; ``"taps"`` (`tap_conv`): one matrix product
+        per kernel tap, the fastest on CPU (see ``benchmarks/RESULTS.md``); ``"im2col"``
+        (`im2col_conv`): patches times a matrix.
+      rngs: NNX random streams.
 
-        Example:
-          >>> import jax.numpy as jnp
-          >>> from flax import nnx
-
-    from metajax.models.conv_ops import im2col_conv
-
-    CONV_IMPLS = {"xla": jax.lax.conv_general_dilated, "im2col": im2col_conv}
-          >>> Conv4(1, 5, image_size=28, rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28, 1))).shape
-          (2, 5)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> Conv4(1, 5, image_size=28, rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28, 1))).shape
+      (2, 5)
     """
 
     def __init__(

@@ -60,7 +60,7 @@ class ResNet12(nnx.Module):
       in_channels: image channels.
       num_classes: output logits; ``0`` returns the ``widths[-1]`` pooled features.
       widths: channels of the four blocks.
-      conv: ``"xla"`` or ``"im2col"`` (see `Conv4`).
+      conv: ``"xla"``, ``"taps"`` or ``"im2col"`` (see `Conv4`).
       rngs: NNX random streams.
 
     Example:
