@@ -2,16 +2,19 @@
 # The suite (and the remat table) on a GPU, when one is present; the device's name goes into
 # every measurement.
 #
-#     bash benchmarks/gpu.sh [OUT_DIR] [STEPS]
+#     bash benchmarks/gpu.sh [OUT_DIR] [STEPS] [WORKLOADS]
 #
 # Needs a Python with JAX (CUDA build), flax, optax, chex and PyTorch (CUDA build): by
 # default `python3`, or $PYTHON. TorchOpt is measured where it imports. Writes
 # OUT_DIR/suite.txt (the table), OUT_DIR/suite.jsonl (one line per measurement),
 # OUT_DIR/remat.txt and OUT_DIR/device.txt. Does nothing, and says so, without a GPU.
+# WORKLOADS (default a,b,c,d,e) and REMAT=0 (skip the remat table) split a run into parts
+# when a machine is lent for a limited time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-bench}
 steps=${2:-20}
+workloads=${3:-a,b,c,d,e}
 py=${PYTHON:-python3}
 mkdir -p "$out"
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -29,6 +32,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHO
 impls=metajax,jax,torch,torchfunc
 "$py" -c "import torchopt" 2>/dev/null && impls="$impls,torchopt"
 rm -f "$out/suite.jsonl"
-"$py" -m benchmarks.suite --impls "$impls" --steps "$steps" --peer-python "$(command -v "$py")" \
+"$py" -m benchmarks.suite --workloads "$workloads" --impls "$impls" --steps "$steps" --peer-python "$(command -v "$py")" \
   --record "$out/suite.jsonl" | tee "$out/suite.txt"
-"$py" -m benchmarks.remat --meta-batch 32 | tee "$out/remat.txt"
+if [ "${REMAT:-1}" != 0 ]; then
+  "$py" -m benchmarks.remat --meta-batch 32 | tee "$out/remat.txt"
+fi

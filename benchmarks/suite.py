@@ -3,6 +3,7 @@
     python -m benchmarks.suite [--workloads a,b,c,d,e]
                                [--impls metajax,jax,torch,torchfunc,torchopt]
                                [--steps 10] [--json] [--peer-python PATH]
+                               [--record FILE] [--worker-timeout 900]
 
 Every (implementation, workload) pair runs in a fresh process of its own, so that its peak
 RSS is its own, with the same data and initial weights (`benchmarks.workloads`) and all the
@@ -104,8 +105,14 @@ def cpu_reference() -> dict:
             "matmul_gflops": gflops}  # fmt: skip
 
 
-def _subprocess_json(argv: list[str], env: dict | None = None) -> dict:
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+def _subprocess_json(
+    argv: list[str], env: dict | None = None, timeout: float | None = None
+) -> dict:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish in {timeout:.0f} s (compile and 3 timed steps)"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         text = (proc.stderr or proc.stdout).strip()
@@ -127,7 +134,9 @@ def write_shared(workload: str, folder: Path) -> Path:
     return path
 
 
-def measure(impl: str, workload: str, steps: int, shared: Path, peer_python: Path) -> dict:
+def measure(
+    impl: str, workload: str, steps: int, shared: Path, peer_python: Path, timeout: float
+) -> dict:
     if impl in TORCH_IMPLS:
         if not peer_python.exists():
             return {"impl": impl, "workload": workload,
@@ -140,7 +149,7 @@ def measure(impl: str, workload: str, steps: int, shared: Path, peer_python: Pat
                 "--steps", str(steps)]  # fmt: skip
     else:
         return {"impl": impl, "workload": workload, "error": f"unknown implementation {impl!r}"}
-    return {"impl": impl, "workload": workload, **_subprocess_json(argv)}
+    return {"impl": impl, "workload": workload, **_subprocess_json(argv, timeout=timeout)}
 
 
 def main() -> None:
@@ -150,6 +159,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed meta-steps (sinusoid: x100)")
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
     parser.add_argument("--record", type=Path, help="also append each JSON line to this file")
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=900,
+        help="seconds one implementation may take on one workload; slower is reported as such",
+    )
     parser.add_argument(
         "--peer-python",
         type=Path,
@@ -181,7 +196,9 @@ def main() -> None:
             steps = args.steps * (100 if WORKLOADS[workload].kind == "sinusoid" else 1)
             flops = _subprocess_json([*me, "--flops-worker", workload], cpu_env).get("flops")
             for impl in args.impls.split(","):
-                row = measure(impl, workload, steps, Path(tmp), args.peer_python)
+                row = measure(
+                    impl, workload, steps, Path(tmp), args.peer_python, args.worker_timeout
+                )
                 row["load_avg_1m_before"] = load[0]
                 if flops and "steps_per_s" in row:
                     row["gflops_per_s"] = flops * row["steps_per_s"] / 1e9
