@@ -35,7 +35,9 @@ def metajax_init(w: Workload) -> dict:
     return metajax_model(w, "xla").init(jax.random.key(0))
 
 
-def build_metajax(w: Workload, data: dict, params: dict, remat: bool = False):
+def build_metajax(
+    w: Workload, data: dict, params: dict, remat: bool = False, unroll: bool | None = None
+):
     # The library's defaults on this backend, as the few-shot configs pick them (FewShotConfig
     # with conv=auto, task_chunk=-1): on CPU, tasks in turn with im2col convolutions.
     cpu_conv = w.kind != "sinusoid" and jax.default_backend() == "cpu"
@@ -49,7 +51,7 @@ def build_metajax(w: Workload, data: dict, params: dict, remat: bool = False):
             optax.sgd(w.inner_lr),
             inner_steps=w.inner_steps,
             first_order=w.first_order,
-            unroll=w.kind == "maml" and not remat,
+            unroll=(w.kind == "maml" and not remat) if unroll is None else unroll,
             remat=remat,
             task_chunk=1 if cpu_conv else None,
         )

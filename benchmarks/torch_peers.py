@@ -41,9 +41,7 @@ def sync():
         torch.cuda.synchronize()
 
 
-def load(path):
-    z = np.load(path)
-    data = {k: torch.from_numpy(z[k]).to(DEVICE) for k in ("sx", "sy", "qx", "qy")}
+def load_params(z):
     params = {}
     for key in z.files:
         if key.startswith("param:"):
@@ -51,6 +49,13 @@ def load(path):
             if name.startswith("convs/") and name.endswith("kernel"):
                 value = value.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
             params[name] = value.to(DEVICE).clone().requires_grad_(True)
+    return params
+
+
+def load(path):
+    z = np.load(path)
+    data = {k: torch.from_numpy(z[k]).to(DEVICE) for k in ("sx", "sy", "qx", "qy")}
+    params = load_params(z)
     for k in ("sx", "qx"):
         if data[k].ndim == 5:
             data[k] = data[k].permute(0, 1, 4, 2, 3).contiguous()  # NHWC -> NCHW
@@ -180,8 +185,72 @@ def build(impl, w, data, params):
     return step, mean_loss
 
 
+class EpisodeDataset(torch.utils.data.Dataset):
+    """One N-way K-shot Q-query episode per item, drawn on the host from class-grouped
+    images ``[classes, examples, H, W, C]`` (float32), as torchmeta's and learn2learn's
+    task datasets do; a ``DataLoader`` batches episodes into meta-batches."""
+
+    def __init__(self, images, counts, w, length=10**9):
+        self.images, self.counts, self.w, self.length = images, counts, w, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        w = self.w
+        rng = np.random.default_rng(index)
+        classes = rng.choice(len(self.images), w.way, replace=False)
+        picks = [rng.choice(self.counts[c], w.shot + w.query, replace=False) for c in classes]
+        x = np.stack([self.images[c][i] for c, i in zip(classes, picks, strict=True)])
+        x = torch.from_numpy(x).permute(1, 0, 4, 2, 3)  # [shot+query, way, C, H, W]
+        y = torch.arange(w.way).repeat(w.shot + w.query, 1)
+        n = w.shot
+        return (x[:n].reshape(-1, *x.shape[2:]), y[:n].reshape(-1),
+                x[n:].reshape(-1, *x.shape[2:]), y[n:].reshape(-1))  # fmt: skip
+
+
+def main_episodes(impl, workload, steps, path, workers):
+    """End-to-end: a fresh meta-batch from the DataLoader before every meta-step."""
+    torch.set_num_threads(os.cpu_count())
+    w = WORKLOADS[workload]
+    z = np.load(path)
+    params = load_params(z)
+    loader = torch.utils.data.DataLoader(
+        EpisodeDataset(z["images"], z["counts"], w), batch_size=w.meta_batch,
+        num_workers=workers, shuffle=False,
+    )  # fmt: skip
+    batches = iter(loader)
+    data = {}
+
+    def next_batch():
+        sx, sy, qx, qy = next(batches)
+        data.update(sx=sx.to(DEVICE), sy=sy.to(DEVICE), qx=qx.to(DEVICE), qy=qy.to(DEVICE))
+
+    next_batch()
+    step, mean_loss = build(impl, w, data, params)
+    with torch.no_grad() if w.kind == "protonet" else torch.enable_grad():
+        loss0 = float(mean_loss({k: v.detach().requires_grad_(True) for k, v in params.items()}))
+
+    def loaded_step(_):
+        next_batch()
+        step()
+
+    t0 = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t0
+    _, per_s = timed_steps(loaded_step, None, steps, lambda _: sync())
+    print(json.dumps({"impl": impl, "workload": workload, "meta_loss_first": loss0,
+                      "steps_per_s": per_s, "tasks_per_s": per_s * w.meta_batch,
+                      "compile_s": first, "loader_workers": workers,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))  # fmt: skip
+
+
 def main():
     impl, workload, steps, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    if len(sys.argv) > 6 and sys.argv[5] == "--episodes":
+        return main_episodes(impl, workload, steps, path, int(sys.argv[6]))
     torch.set_num_threads(os.cpu_count())
     w = WORKLOADS[workload]
     data, params = load(path)

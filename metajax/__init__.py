@@ -6,7 +6,17 @@ one compiled XLA program.
 """
 
 from metajax import losses
-from metajax.algorithms import MAML, GradientAlgorithm, MetaAlgorithm, Pretrained, fomaml
+from metajax.algorithms import (
+    ANIL,
+    IMAML,
+    MAML,
+    GradientAlgorithm,
+    MetaAlgorithm,
+    MetaSGD,
+    Pretrained,
+    Reptile,
+    fomaml,
+)
 from metajax.config import BaseConfig, Experiment, get_config, override
 from metajax.core import (
     InnerResult,
@@ -36,16 +46,20 @@ from metajax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANIL",
     "MAML",
     "BaseConfig",
     "Experiment",
     "GradientAlgorithm",
+    "IMAML",
     "InnerResult",
     "Learner",
     "MetaAlgorithm",
+    "MetaSGD",
     "Model",
     "NonFiniteLossError",
     "Pretrained",
+    "Reptile",
     "Sinusoid",
     "Split",
     "Task",

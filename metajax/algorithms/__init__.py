@@ -1,5 +1,6 @@
 """Meta-learning algorithms, one file each, on the shared inner-loop engine."""
 
+from metajax.algorithms.anil import ANIL
 from metajax.algorithms.base import (
     GradientAlgorithm,
     LossAlgorithm,
@@ -8,18 +9,26 @@ from metajax.algorithms.base import (
     map_tasks,
     vmap_mean,
 )
+from metajax.algorithms.imaml import IMAML
 from metajax.algorithms.maml import MAML, fomaml
+from metajax.algorithms.metasgd import MetaSGD, learned_sgd
 from metajax.algorithms.pretrain import Pretrained
 from metajax.algorithms.protonet import ProtoNet
+from metajax.algorithms.reptile import Reptile
 
 __all__ = [
+    "ANIL",
     "LossAlgorithm",
     "ProtoNet",
     "GradientAlgorithm",
+    "IMAML",
     "MAML",
     "MetaAlgorithm",
+    "MetaSGD",
+    "Reptile",
     "Pretrained",
     "fomaml",
+    "learned_sgd",
     "map_chunks",
     "map_tasks",
     "vmap_mean",

@@ -103,9 +103,18 @@ def adapt(
     if remat:
         step = jax.checkpoint(step)
 
-    (phi, _), (losses, tracked) = jax.lax.scan(
-        step, (params, optimizer.init(params)), None, length=steps, unroll=bool(unroll) or 1
-    )
+    carry = (params, optimizer.init(params))
+    if steps == 0:
+        (phi, _), (losses, tracked) = jax.lax.scan(step, carry, None, length=0)
+    else:
+        # The first step runs outside the scan. Under ``vmap`` over tasks a scan's carry is
+        # batched from the start, which would copy the shared meta-parameters to every task;
+        # outside it, the first forward and backward passes keep them shared, so XLA runs
+        # one matmul (or convolution) over all tasks' inputs instead of one per task (10-40%
+        # of sinusoid MAML's step on CPU).
+        carry, first = step(carry, None)
+        (phi, _), rest = jax.lax.scan(step, carry, None, length=steps - 1, unroll=bool(unroll) or 1)
+        losses, tracked = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
     if track is not None:
         last = jax.tree.map(lambda a: a[None], track(phi))
         tracked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tracked, last)
