@@ -6,8 +6,8 @@
 The suite (`benchmarks.suite`) trains on one fixed meta-batch, which isolates the meta-step.
 This measures what a user feels: every step draws a fresh meta-batch of 5-way 1-shot,
 15-query episodes from the Omniglot "minimal" background set (``small1``, the config
-``omniglot-minimal-fomaml``'s training data, read from ``$METAJAX_DATA`` or
-``../shared/data``) and takes one meta-step on it, workload (a) (second-order MAML, one
+``omniglot-minimal-fomaml``'s training data, read from ``$METAJAX_DATA_DIR`` or
+``../shared/data/omniglot``) and takes one meta-step on it, workload (a) (second-order MAML, one
 inner step) or (d) (Prototypical Networks), Conv4, meta-batch 32.
 
 - ``metajax``: the library's path: the images live on the device as one uint8 array and
@@ -41,11 +41,15 @@ OVERRIDES = ["n_way=5", "k_shot=1", "train_query=15", "meta_batch_size=32", "inn
              "train_rotations=false"]  # fmt: skip
 
 
+DATA_DIR = os.environ.get("METAJAX_DATA_DIR") or str(ROOT.parent / "shared" / "data" / "omniglot")
+
+
 def _config(workload: str):
     from metajax.config import get_config, override
 
     algorithm = "maml" if workload == "a" else "protonet"
-    return override(get_config("omniglot-minimal-fomaml"), [*OVERRIDES, f"algorithm={algorithm}"])
+    settings = [*OVERRIDES, f"algorithm={algorithm}", f"data_dir={DATA_DIR}"]
+    return override(get_config("omniglot-minimal-fomaml"), settings)
 
 
 def export_images(folder: Path, workloads: list[str]) -> dict:

@@ -47,6 +47,54 @@ class InnerResult:
     tracked: Any = None
 
 
+@jax.custom_vjp
+def _guard_leaf(g: chex.Array) -> chex.Array:
+    return g
+
+
+def _guard_fwd(g):
+    return g, g
+
+
+def _guard_bwd(g, cotangent):
+    return (jnp.where((g == 0) & ~jnp.isfinite(cotangent), 0.0, cotangent),)
+
+
+_guard_leaf.defvjp(_guard_fwd, _guard_bwd)
+
+
+def zero_gradient_guard(grads: Params) -> Params:
+    """The identity, whose backward pass zeroes non-finite cotangents of gradient entries
+    that are exactly zero.
+
+    Adam-style inner optimizers take ``sqrt(v)`` of a second-moment estimate that is 0 where
+    every gradient so far was 0 (a dead ReLU unit, an unused parameter). Its derivative is
+    infinite there, and reverse mode multiplies it by the zero gradient: ``0 * inf = NaN``
+    in the meta-gradient (the bug TorchOpt and higher have). The true derivative of the
+    update at a zero gradient is finite and the sqrt path's part of it vanishes (the first
+    moment is zero too), so zero is the right cotangent where the zero is structural (the
+    gradient stays 0 around the point). At an exact stationary point with curvature, an
+    event of measure zero in floating point, it also drops the first moment's term, whose
+    derivative there is ``-lr / eps``, an artifact of Adam's epsilon. Elsewhere the guard
+    changes nothing.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> adam = optax.adam(0.1)
+      >>> x = jnp.array([1.0, 0.0])  # an input that is always 0: w[1] gets gradient 0
+      >>> def one_step(w, guard):
+      ...     g = jax.grad(lambda v: jnp.sum((x * v - 2.0) ** 2))(w)
+      ...     g = zero_gradient_guard(g) if guard else g
+      ...     u, _ = adam.update(g, adam.init(w))
+      ...     return jnp.sum(optax.apply_updates(w, u) ** 2)
+      >>> jax.grad(one_step)(jnp.ones(2), False).round(3)
+      Array([2.2, nan], dtype=float32)
+      >>> jax.grad(one_step)(jnp.ones(2), True).round(3)  # w[1] stays put: d/dw[1] = 2 w[1]
+      Array([2.2, 2. ], dtype=float32)
+    """
+    return jax.tree.map(_guard_leaf, grads)
+
+
 def adapt(
     loss_fn: LossFn,
     params: Params,
@@ -93,8 +141,7 @@ def adapt(
     def step(carry, _):
         phi, opt_state = carry
         loss, grads = grad_fn(phi, support)
-        if first_order:
-            grads = jax.lax.stop_gradient(grads)
+        grads = jax.lax.stop_gradient(grads) if first_order else zero_gradient_guard(grads)
         updates, opt_state = optimizer.update(grads, opt_state, phi)
         new_phi = optax.apply_updates(phi, updates)
         outputs = (loss, track(phi)) if track is not None else (loss, None)
