@@ -76,3 +76,27 @@ def test_round_trip_through_dict():
 def test_auto_conv_and_task_chunk_follow_the_backend(assignments, backend, expected):
     config = override(get_config("omniglot-maml"), assignments)
     assert config.conv_and_task_chunk(backend) == expected
+
+
+@pytest.mark.parametrize("name", ["sinusoid-reptile", "sinusoid-metasgd", "sinusoid-anil",
+                                  "sinusoid-imaml"])  # fmt: skip
+def test_sinusoid_algorithm_configs_train_and_adapt(name):
+    import jax
+    import numpy as np
+
+    from metajax.train.trainer import init_state, make_meta_step, make_train_fn
+
+    config = override(get_config(name), ["meta_batch_size=4"])
+    exp = config.build()
+    state = init_state(exp.algorithm, exp.optimizer, seed=0)
+    train_fn = make_train_fn(
+        make_meta_step(exp.algorithm, exp.train_tasks, exp.optimizer, config.meta_batch_size)
+    )
+    before = jax.device_get(state.params)  # the call donates the state
+    new, metrics = train_fn(state, 3)
+    assert bool(np.all(np.isfinite(metrics["meta_loss"]))) and bool(metrics["finite"].all())
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new.params, before)
+    assert max(jax.tree.leaves(moved)) > 0
+    task = exp.test_tasks.sample(jax.random.key(1))
+    adapted = exp.algorithm.adapt(new.params, task.support, steps=2).params
+    assert exp.algorithm.predict(adapted, task.query.x).shape == task.query.y.shape

@@ -5,6 +5,12 @@ units, one inner SGD step with alpha=0.01, Adam with beta=1e-3 as the meta-optim
 meta-steps. Evaluation fine-tunes with the same inner SGD on K points and reports the MSE on
 query points after 0, 1 and 10 steps. ``sinusoid-pretrained`` is the paper's baseline: the same
 network trained on all tasks jointly, then fine-tuned the same way.
+
+The other optimization-based algorithms on the same tasks and network (issue 5's table):
+``sinusoid-reptile`` (Nichol et al. 2018: 5 inner SGD steps, the pseudo-gradient fed to Adam),
+``sinusoid-metasgd`` (Li et al. 2017: learned per-parameter rates, initialized at alpha),
+``sinusoid-anil`` (Raghu et al. 2020: the last layer adapted over the hidden features) and
+``sinusoid-imaml`` (Rajeswaran et al. 2019: 10 proximal inner steps, lambda 1, 5 CG steps).
 """
 
 from __future__ import annotations
@@ -12,12 +18,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
 import optax
 
-from metajax import MAML, BaseConfig, Experiment, Pretrained, Sinusoid, from_nnx, losses
+from metajax import (
+    ANIL,
+    IMAML,
+    MAML,
+    BaseConfig,
+    Experiment,
+    MetaSGD,
+    Model,
+    Pretrained,
+    Reptile,
+    Sinusoid,
+    from_nnx,
+    losses,
+)
 from metajax.models import MLP
 
-ALGORITHMS = {"maml": MAML, "fomaml": MAML, "pretrained": Pretrained}
+ALGORITHMS = {"maml": MAML, "fomaml": MAML, "pretrained": Pretrained, "reptile": Reptile,
+              "metasgd": MetaSGD, "anil": ANIL, "imaml": IMAML}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +46,8 @@ class SinusoidConfig(BaseConfig):
     """Sinusoid regression with MAML, first-order MAML, or the pretrained baseline.
 
     Attributes:
-      algorithm: ``maml``, ``fomaml`` or ``pretrained``.
+      algorithm: ``maml``, ``fomaml``, ``pretrained``, ``reptile``, ``metasgd``, ``anil`` or
+        ``imaml``.
       k_shot: support points per task (K).
       k_query: query points per training task.
       eval_query: query points per test task.
@@ -34,6 +56,7 @@ class SinusoidConfig(BaseConfig):
       inner_steps: inner steps during meta-training.
       outer_lr: Adam's learning rate (beta).
       remat: checkpoint each inner step (memory flat in inner_steps).
+      imaml_lambda, cg_steps: iMAML's proximal strength and conjugate-gradient iterations.
     """
 
     steps: int = 70_000
@@ -48,6 +71,8 @@ class SinusoidConfig(BaseConfig):
     outer_lr: float = 1e-3
     remat: bool = False
     eval_steps: tuple[int, ...] = (0, 1, 10)
+    imaml_lambda: float = 1.0
+    cg_steps: int = 5
 
     def validate(self) -> None:
         super().validate()
@@ -58,15 +83,23 @@ class SinusoidConfig(BaseConfig):
             )
 
     def build(self) -> Experiment:
-        model = self.model(from_nnx(lambda rngs: MLP(1, 1, self.hidden, rngs=rngs)))
-        algorithm = ALGORITHMS[self.algorithm](
-            model=model,
-            loss=losses.mse,
-            inner_optimizer=optax.sgd(self.inner_lr),
-            inner_steps=self.inner_steps,
-            first_order=self.algorithm == "fomaml",
-            remat=self.remat,
-        )
+        inner = optax.sgd(self.inner_lr)
+        common = dict(loss=losses.mse, inner_steps=self.inner_steps, remat=self.remat)
+        if self.algorithm == "anil":
+            # The body is every layer but the last, ReLU included; the head is the last layer.
+            body = self.model(from_nnx(lambda r: MLP(1, self.hidden[-1], self.hidden[:-1], rngs=r)))
+            relu_body = Model(body.init, lambda p, x: jax.nn.relu(body.apply(p, x)))
+            head = self.model(from_nnx(lambda r: MLP(self.hidden[-1], 1, (), rngs=r)))
+            algorithm = ANIL(relu_body, head, inner_optimizer=inner, **common)
+        else:
+            model = self.model(from_nnx(lambda rngs: MLP(1, 1, self.hidden, rngs=rngs)))
+            extra = {
+                "metasgd": {"alpha_init": self.inner_lr},
+                "imaml": {"inner_optimizer": inner, "lam": self.imaml_lambda,
+                          "cg_steps": self.cg_steps},
+                "fomaml": {"inner_optimizer": inner, "first_order": True},
+            }.get(self.algorithm, {"inner_optimizer": inner})  # fmt: skip
+            algorithm = ALGORITHMS[self.algorithm](model=model, **common, **extra)
         return Experiment(
             algorithm=algorithm,
             train_tasks=Sinusoid(k_shot=self.k_shot, k_query=self.k_query),
@@ -82,4 +115,10 @@ CONFIGS = {
     "sinusoid-fomaml": functools.partial(SinusoidConfig, algorithm="fomaml"),
     # The paper fine-tunes its pretrained baseline with step 0.02 at K=10 (Figure 3).
     "sinusoid-pretrained": functools.partial(SinusoidConfig, algorithm="pretrained", inner_lr=0.02),
+    "sinusoid-reptile": functools.partial(
+        SinusoidConfig, algorithm="reptile", inner_steps=5, inner_lr=0.02
+    ),
+    "sinusoid-metasgd": functools.partial(SinusoidConfig, algorithm="metasgd"),
+    "sinusoid-anil": functools.partial(SinusoidConfig, algorithm="anil"),
+    "sinusoid-imaml": functools.partial(SinusoidConfig, algorithm="imaml", inner_steps=10),
 }
