@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.algorithms.base import GradientAlgorithm, Metrics
+from metajax.algorithms.maml import MAML
 from metajax.core.inner import InnerResult, adapt
-from metajax.core.types import Params, Split, Task
+from metajax.core.types import Params, Split
 
 
 def learned_sgd(lr: Params) -> optax.GradientTransformation:
@@ -42,8 +42,9 @@ def learned_sgd(lr: Params) -> optax.GradientTransformation:
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaSGD(GradientAlgorithm):
-    """Meta-SGD: MAML with a learned per-parameter inner learning rate.
+class MetaSGD(MAML):
+    """Meta-SGD: MAML with a learned per-parameter inner learning rate (MAML's meta-loss,
+    with its own parameters and inner update).
 
     Attributes:
       inner_optimizer: unused (the learned rates define the inner update); ``None``.
@@ -101,11 +102,3 @@ class MetaSGD(GradientAlgorithm):
             track=track,
             unroll=self.unroll,
         )
-
-    def meta_loss(
-        self, meta_params: Params, task: Task, key: chex.PRNGKey
-    ) -> tuple[chex.Array, Metrics]:
-        del key
-        inner = self.adapt(meta_params, task.support)
-        query_loss = self.split_loss(inner.params, task.query)
-        return query_loss, {"meta_loss": query_loss, "support_loss": inner.support_losses[0]}
