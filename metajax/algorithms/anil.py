@@ -27,9 +27,9 @@ import chex
 import jax
 import optax
 
-from metajax.algorithms.base import LossAlgorithm, Metrics
+from metajax.algorithms.base import LossAlgorithm, Metrics, inner_loop
 from metajax.core.functional import Model
-from metajax.core.inner import InnerResult, adapt
+from metajax.core.inner import InnerResult
 from metajax.core.types import Params, Split, Task
 
 
@@ -89,17 +89,7 @@ class ANIL(LossAlgorithm):
         track: Callable[[Params], Any] | None = None,
     ) -> InnerResult:
         """The inner loop on the head alone, over support features."""
-        return adapt(
-            self.head_loss,
-            head_params,
-            features,
-            optimizer=self.inner_optimizer,
-            steps=self.inner_steps if steps is None else steps,
-            first_order=self.first_order,
-            remat=self.remat,
-            track=track,
-            unroll=self.unroll,
-        )
+        return inner_loop(self, self.head_loss, head_params, features, steps=steps, track=track)
 
     def adapt(
         self,

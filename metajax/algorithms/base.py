@@ -150,6 +150,32 @@ def vmap_mean(
     return jax.tree.map(lambda g: g.mean(0), map_chunks(chunk_mean, tasks, keys, chunk))
 
 
+def inner_loop(
+    settings: Any,
+    loss_fn: Callable[[Params, Split], chex.Array],
+    params: Params,
+    support: Split,
+    *,
+    steps: int | None = None,
+    track: Callable[[Params], Any] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> InnerResult:
+    """`metajax.core.inner.adapt` with an algorithm's engine settings (``inner_optimizer``,
+    ``inner_steps``, ``first_order``, ``remat``, ``unroll``): the one call every gradient-based
+    algorithm makes; ``steps`` and ``optimizer`` override the settings."""
+    return adapt(
+        loss_fn,
+        params,
+        support,
+        optimizer=settings.inner_optimizer if optimizer is None else optimizer,
+        steps=settings.inner_steps if steps is None else steps,
+        first_order=settings.first_order,
+        remat=settings.remat,
+        track=track,
+        unroll=settings.unroll,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class LossAlgorithm:
     """Base of the algorithms that minimize a meta-loss: subclasses define ``meta_loss``;
@@ -242,14 +268,4 @@ class GradientAlgorithm(LossAlgorithm):
         track: Callable[[Params], Any] | None = None,
     ) -> InnerResult:
         """Runs the inner loop; ``steps`` defaults to the training ``inner_steps``."""
-        return adapt(
-            self.split_loss,
-            meta_params,
-            support,
-            optimizer=self.inner_optimizer,
-            steps=self.inner_steps if steps is None else steps,
-            first_order=self.first_order,
-            remat=self.remat,
-            track=track,
-            unroll=self.unroll,
-        )
+        return inner_loop(self, self.split_loss, meta_params, support, steps=steps, track=track)

@@ -27,9 +27,9 @@ import chex
 import jax
 import optax
 
-from metajax.algorithms.base import GradientAlgorithm, Metrics, vmap_mean
+from metajax.algorithms.base import GradientAlgorithm, Metrics, inner_loop, vmap_mean
 from metajax.core.cg import conjugate_gradient
-from metajax.core.inner import InnerResult, adapt
+from metajax.core.inner import InnerResult
 from metajax.core.types import Params, Split, Task
 
 
@@ -84,15 +84,8 @@ class IMAML(GradientAlgorithm):
     ) -> InnerResult:
         """Approximately solves the proximal inner problem from ``phi = theta``."""
         anchor = jax.lax.stop_gradient(meta_params)
-        return adapt(
-            lambda p, s: self.proximal_loss(p, s, anchor),
-            anchor,
-            support,
-            optimizer=self.inner_optimizer,
-            steps=self.inner_steps if steps is None else steps,
-            track=track,
-            unroll=self.unroll,
-        )
+        loss = lambda p, s: self.proximal_loss(p, s, anchor)  # noqa: E731
+        return inner_loop(self, loss, anchor, support, steps=steps, track=track)
 
     def meta_grad(
         self, meta_params: Params, task: Task, key: chex.PRNGKey

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.algorithms.base import inner_loop
 from metajax.algorithms.maml import MAML
-from metajax.core.inner import InnerResult, adapt
+from metajax.core.inner import InnerResult
 from metajax.core.types import Params, Split
 
 
@@ -91,14 +92,5 @@ class MetaSGD(MAML):
         track=None,
     ) -> InnerResult:
         """Runs the inner loop from ``theta`` with the learned rates ``alpha``."""
-        return adapt(
-            self.split_loss,
-            meta_params["init"],
-            support,
-            optimizer=learned_sgd(meta_params["lr"]),
-            steps=self.inner_steps if steps is None else steps,
-            first_order=self.first_order,
-            remat=self.remat,
-            track=track,
-            unroll=self.unroll,
-        )
+        return inner_loop(self, self.split_loss, meta_params["init"], support, steps=steps,
+                          track=track, optimizer=learned_sgd(meta_params["lr"]))  # fmt: skip
