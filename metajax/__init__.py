@@ -11,6 +11,7 @@ from metajax.algorithms import (
     IMAML,
     MAML,
     GradientAlgorithm,
+    MAMLPlusPlus,
     MetaAlgorithm,
     MetaSGD,
     Pretrained,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "MAML",
+    "MAMLPlusPlus",
     "BaseConfig",
     "Experiment",
     "GradientAlgorithm",

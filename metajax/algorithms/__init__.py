@@ -11,6 +11,7 @@ from metajax.algorithms.base import (
 )
 from metajax.algorithms.imaml import IMAML
 from metajax.algorithms.maml import MAML, fomaml
+from metajax.algorithms.mamlpp import MAMLPlusPlus, multi_step_weights, per_step_sgd
 from metajax.algorithms.metasgd import MetaSGD, learned_sgd
 from metajax.algorithms.pretrain import Pretrained
 from metajax.algorithms.protonet import ProtoNet
@@ -23,6 +24,7 @@ __all__ = [
     "GradientAlgorithm",
     "IMAML",
     "MAML",
+    "MAMLPlusPlus",
     "MetaAlgorithm",
     "MetaSGD",
     "Reptile",
@@ -31,5 +33,7 @@ __all__ = [
     "learned_sgd",
     "map_chunks",
     "map_tasks",
+    "multi_step_weights",
+    "per_step_sgd",
     "vmap_mean",
 ]

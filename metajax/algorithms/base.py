@@ -36,9 +36,11 @@ class MetaAlgorithm(Protocol):
         ...
 
     def batch_meta_grad(
-        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey
+        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0
     ) -> tuple[Params, Metrics]:
-        """The meta-gradient and metrics averaged over a meta-batch (leading task axis)."""
+        """The meta-gradient and metrics averaged over a meta-batch (leading task axis).
+        ``step`` is the meta-step number, for algorithms with schedules (MAML++'s
+        annealing); the others ignore it."""
         ...
 
     def adapt(self, meta_params: Params, support: Split, **kwargs: Any) -> InnerResult:
@@ -157,12 +159,14 @@ def inner_loop(
     support: Split,
     *,
     steps: int | None = None,
-    track: Callable[[Params], Any] | None = None,
+    track: Callable[..., Any] | None = None,
     optimizer: optax.GradientTransformation | None = None,
+    step_inputs: Any = None,
 ) -> InnerResult:
     """`metajax.core.inner.adapt` with an algorithm's engine settings (``inner_optimizer``,
     ``inner_steps``, ``first_order``, ``remat``, ``unroll``): the one call every gradient-based
-    algorithm makes; ``steps`` and ``optimizer`` override the settings."""
+    algorithm makes; ``steps`` and ``optimizer`` override the settings, ``step_inputs`` is
+    passed through."""
     return adapt(
         loss_fn,
         params,
@@ -173,6 +177,7 @@ def inner_loop(
         remat=settings.remat,
         track=track,
         unroll=settings.unroll,
+        step_inputs=step_inputs,
     )
 
 
@@ -201,9 +206,20 @@ class LossAlgorithm:
         return jax.grad(self.meta_loss, has_aux=True)(meta_params, task, key)
 
     def batch_meta_grad(
-        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey
+        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0
     ) -> tuple[Params, Metrics]:
-        """The gradient of the meta-batch's mean meta-loss.
+        """The gradient of the meta-batch's mean meta-loss (``step`` is unused)."""
+        del step
+        return self.mean_loss_grad(self.meta_loss, meta_params, tasks, keys)
+
+    def mean_loss_grad(
+        self,
+        loss_fn: Callable[[Params, Task, chex.PRNGKey], tuple[chex.Array, Metrics]],
+        meta_params: Params,
+        tasks: Task,
+        keys: chex.PRNGKey,
+    ) -> tuple[Params, Metrics]:
+        """The gradient of the meta-batch's mean ``loss_fn`` (a per-task meta-loss).
 
         Equal to the mean of per-task ``meta_grad``s, but differentiating the mean lets the
         backward pass accumulate over tasks instead of materializing ``[tasks, ...]``
@@ -214,7 +230,7 @@ class LossAlgorithm:
 
         def chunk_grad(chunk_tasks, chunk_keys):
             def mean_loss(params):
-                losses, metrics = jax.vmap(self.meta_loss, in_axes=(None, 0, 0))(
+                losses, metrics = jax.vmap(loss_fn, in_axes=(None, 0, 0))(
                     params, chunk_tasks, chunk_keys
                 )
                 return losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics)

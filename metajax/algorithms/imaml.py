@@ -106,7 +106,8 @@ class IMAML(GradientAlgorithm):
         return grads, {"meta_loss": query_loss, "support_loss": support_loss}
 
     def batch_meta_grad(
-        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey
+        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0
     ) -> tuple[Params, Metrics]:
         """The mean implicit meta-gradient over the meta-batch."""
+        del step
         return vmap_mean(self.meta_grad, meta_params, tasks, keys, self.task_chunk)

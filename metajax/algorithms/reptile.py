@@ -70,7 +70,8 @@ class Reptile(GradientAlgorithm):
         return grads, metrics
 
     def batch_meta_grad(
-        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey
+        self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0
     ) -> tuple[Params, Metrics]:
         """``theta - mean_i W_i`` over the meta-batch (Algorithm 2), and mean metrics."""
+        del step
         return vmap_mean(self.meta_grad, meta_params, tasks, keys, self.task_chunk)

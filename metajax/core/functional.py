@@ -171,3 +171,54 @@ def mixed_precision(model: Model, compute_dtype: Any = jnp.bfloat16) -> Model:
         return cast(model.apply(cast(params, compute_dtype), cast(x, compute_dtype)), jnp.float32)
 
     return Model(model.init, apply)
+
+
+def partition_params(params: Params, predicate: Callable[[str], bool]) -> tuple[Params, Params]:
+    """Splits a nested-dict parameter tree in two by the keys on each leaf's path.
+
+    Args:
+      params: a nested dict of arrays (the parameters of `from_nnx` and `from_linen`).
+      predicate: ``predicate(key)`` on every key of a leaf's path (as a string); the leaf
+        goes to the first tree when it holds for any of them.
+
+    Returns:
+      ``(selected, rest)``: two nested dicts with the same nesting and no empty branches;
+      `merge_params` puts them back together.
+
+    Example:
+      >>> params = {"norm": {"scale": 1.0}, "dense": {"kernel": 2.0, "bias": 3.0}}
+      >>> partition_params(params, lambda key: "norm" in key)
+      ({'norm': {'scale': 1.0}}, {'dense': {'kernel': 2.0, 'bias': 3.0}})
+    """
+
+    def split(tree: Any, inside: bool) -> tuple[Any, Any]:
+        if not isinstance(tree, dict):
+            return (tree, None) if inside else (None, tree)
+        selected, rest = {}, {}
+        for key, sub in tree.items():
+            a, b = split(sub, inside or predicate(str(key)))
+            if a is not None and not (isinstance(a, dict) and not a):
+                selected[key] = a
+            if b is not None and not (isinstance(b, dict) and not b):
+                rest[key] = b
+        return selected, rest
+
+    return split(params, False)
+
+
+def merge_params(a: Params, b: Params) -> Params:
+    """The union of two nested dicts with disjoint leaves (the inverse of `partition_params`).
+
+    Example:
+      >>> merge_params({"norm": {"scale": 1.0}}, {"norm": {"bias": 0.0}, "head": 2.0})
+      {'norm': {'scale': 1.0, 'bias': 0.0}, 'head': 2.0}
+    """
+    out = dict(a)
+    for key, value in b.items():
+        if key in out:
+            if not (isinstance(out[key], dict) and isinstance(value, dict)):
+                raise ValueError(f"merge_params: the key {key!r} holds a leaf in both trees.")
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = value
+    return out

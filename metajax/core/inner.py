@@ -106,6 +106,7 @@ def adapt(
     remat: bool = False,
     track: Callable[[Params], Any] | None = None,
     unroll: bool = False,
+    step_inputs: Any = None,
 ) -> InnerResult:
     """Adapts ``params`` on ``support`` for ``steps`` updates of ``optimizer``.
 
@@ -122,6 +123,12 @@ def adapt(
       unroll: unroll the scan into straight-line code. Same result; on XLA:CPU,
         convolutions inside a loop body run about 15x slower than unrolled, so conv models
         with few inner steps should unroll. Compile time then grows with ``steps``.
+      step_inputs: per-step inputs that are not adapted (MAML++'s per-step batch-norm
+        parameters): a pytree whose leaves have a leading axis of size ``max(steps, 1)``.
+        With them, step ``t`` computes ``loss_fn(phi_t, support, x_t)`` and ``track`` is
+        called as ``track(phi, x)``: ``track(phi_0, x_0)``, then ``track(phi_{t+1}, x_t)``
+        after step ``t`` (the inputs that produced the new parameters). Gradients flow to
+        them like to ``params``.
 
     Returns:
       An `InnerResult`.
@@ -136,33 +143,57 @@ def adapt(
     """
     if steps < 0:
         raise ValueError(f"adapt: steps must be >= 0, got {steps}.")
+    if step_inputs is None:
+        inputs = None
+
+        def extra(x):
+            return ()
+    else:
+        sizes = {a.shape[0] for a in jax.tree.leaves(step_inputs)}
+        if sizes != {max(steps, 1)}:
+            raise ValueError(
+                f"adapt: step_inputs need a leading axis of max(steps, 1) = {max(steps, 1)}, "
+                f"got {sorted(sizes)}."
+            )
+        inputs = step_inputs
+
+        def extra(x):
+            return (x,)
+
     grad_fn = jax.value_and_grad(loss_fn)
 
-    def step(carry, _):
+    def step(carry, x):
         phi, opt_state = carry
-        loss, grads = grad_fn(phi, support)
+        loss, grads = grad_fn(phi, support, *extra(x))
         grads = jax.lax.stop_gradient(grads) if first_order else zero_gradient_guard(grads)
         updates, opt_state = optimizer.update(grads, opt_state, phi)
         new_phi = optax.apply_updates(phi, updates)
-        outputs = (loss, track(phi)) if track is not None else (loss, None)
+        outputs = (loss, track(new_phi, *extra(x)) if track is not None else None)
         return (new_phi, opt_state), outputs
 
     if remat:
         step = jax.checkpoint(step)
 
+    def input_at(t):
+        return None if inputs is None else jax.tree.map(lambda a: a[t], inputs)
+
     carry = (params, optimizer.init(params))
     if steps == 0:
-        (phi, _), (losses, tracked) = jax.lax.scan(step, carry, None, length=0)
+        no_inputs = None if inputs is None else jax.tree.map(lambda a: a[:0], inputs)
+        (phi, _), (losses, tracked) = jax.lax.scan(step, carry, no_inputs, length=0)
     else:
         # The first step runs outside the scan. Under ``vmap`` over tasks a scan's carry is
         # batched from the start, which would copy the shared meta-parameters to every task;
         # outside it, the first forward and backward passes keep them shared, so XLA runs
         # one matmul (or convolution) over all tasks' inputs instead of one per task (10-40%
         # of sinusoid MAML's step on CPU).
-        carry, first = step(carry, None)
-        (phi, _), rest = jax.lax.scan(step, carry, None, length=steps - 1, unroll=bool(unroll) or 1)
+        carry, first = step(carry, input_at(0))
+        rest_inputs = None if inputs is None else jax.tree.map(lambda a: a[1:], inputs)
+        (phi, _), rest = jax.lax.scan(
+            step, carry, rest_inputs, length=steps - 1, unroll=bool(unroll) or 1
+        )
         losses, tracked = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
     if track is not None:
-        last = jax.tree.map(lambda a: a[None], track(phi))
-        tracked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tracked, last)
+        initial = jax.tree.map(lambda a: a[None], track(params, *extra(input_at(0))))
+        tracked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), initial, tracked)
     return InnerResult(params=phi, support_losses=losses, tracked=tracked)

@@ -109,7 +109,7 @@ def make_meta_step(
     unchanged and reports ``finite = False``, so the last good parameters survive for the caller to keep.
 
     Args:
-      algorithm: provides ``batch_meta_grad(params, tasks, keys)``.
+      algorithm: provides ``batch_meta_grad(params, tasks, keys, step)``.
       tasks: provides ``sample(key)``.
       optimizer: the outer optax optimizer.
       meta_batch_size: tasks per step.
@@ -135,7 +135,7 @@ def make_meta_step(
         task_keys = spread(jax.random.split(task_key, meta_batch_size), P("tasks"))
         batch = jax.vmap(tasks.sample)(task_keys)
         alg_keys = spread(jax.random.split(alg_key, meta_batch_size), P("tasks"))
-        grads, metrics = algorithm.batch_meta_grad(state.params, batch, alg_keys)
+        grads, metrics = algorithm.batch_meta_grad(state.params, batch, alg_keys, state.step)
         grads = spread(grads, P())
         metrics = dict(metrics)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
