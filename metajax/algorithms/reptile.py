@@ -16,17 +16,37 @@ update: ``optax.sgd(epsilon)`` gives the rule above exactly, and the paper also 
 vector to Adam (section 6). With k = 1 step of SGD with rate alpha, ``theta - W = alpha *
 grad L(theta)``: the first-order MAML direction of a step with no adaptation, scaled by alpha
 (section 5's ``g_Reptile = g_1`` for k = 1).
+
+Evaluation (section 6): with batch normalization that uses the statistics of the batch it
+sees, predicting all query examples at once lets them inform each other (transductive, the
+setting of MAML's results). With ``transductive=False`` each query example is classified
+alone, in a batch made of the support set and that one example, as in the paper's
+non-transductive rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
+import jax.numpy as jnp
+from flax import struct
 
 from metajax.algorithms.base import GradientAlgorithm, Metrics, vmap_mean
-from metajax.core.types import Params, Task
+from metajax.core.inner import InnerResult
+from metajax.core.types import Params, Split, Task
+
+
+@struct.dataclass
+class WithSupport:
+    """Adapted parameters with the support inputs that non-transductive prediction
+    normalizes alongside each query example."""
+
+    params: Params
+    support_x: chex.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +68,14 @@ class Reptile(GradientAlgorithm):
       >>> grads, metrics = reptile.meta_grad(params, task, jax.random.key(2))
       >>> sorted(metrics)
       ['meta_loss', 'support_loss']
+
+    Attributes:
+      transductive: predict a batch of query examples together (``True``), or each one in
+        a batch with the support set alone (``False``; the adapted parameters then carry
+        the support inputs, see `WithSupport`).
     """
+
+    transductive: bool = True
 
     def __post_init__(self):
         if self.inner_steps < 1:
@@ -61,13 +88,40 @@ class Reptile(GradientAlgorithm):
     ) -> tuple[Params, Metrics]:
         """The Reptile pseudo-gradient ``theta - W`` of one task."""
         del key
-        inner = self.adapt(meta_params, task.support)
+        inner = super().adapt(meta_params, task.support)
         grads = jax.tree.map(lambda t, w: t - w, meta_params, inner.params)
         metrics = {
             "meta_loss": self.split_loss(inner.params, task.query),
             "support_loss": inner.support_losses[0],
         }
         return grads, metrics
+
+    def adapt(
+        self,
+        meta_params: Params,
+        support: Split,
+        *,
+        steps: int | None = None,
+        track: Callable[[Any], Any] | None = None,
+    ) -> InnerResult:
+        """Runs the inner loop (``steps`` defaults to training's); without transduction the
+        adapted parameters come with the support inputs."""
+        if self.transductive:
+            return super().adapt(meta_params, support, steps=steps, track=track)
+        with_support = None if track is None else (lambda p: track(WithSupport(p, support.x)))
+        inner = super().adapt(meta_params, support, steps=steps, track=with_support)
+        return inner.replace(params=WithSupport(inner.params, support.x))
+
+    def predict(self, params: Params | WithSupport, x: chex.Array) -> chex.Array:
+        """Outputs on ``x``; each example alone with the support set for `WithSupport`."""
+        if not isinstance(params, WithSupport):
+            return self.model.apply(params, x)
+
+        def one(example):
+            batch = jnp.concatenate([params.support_x, example[None]])
+            return self.model.apply(params.params, batch)[-1]
+
+        return jax.vmap(one)(x)
 
     def batch_meta_grad(
         self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0

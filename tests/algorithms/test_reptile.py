@@ -76,3 +76,55 @@ def test_inner_adam_and_chunks_give_the_same_batch_update():
 def test_zero_inner_steps_is_a_clear_error():
     with pytest.raises(ValueError, match="Reptile needs inner_steps >= 1"):
         Reptile(LINE, losses.mse, optax.sgd(0.1), inner_steps=0)
+
+
+def _norm_init(key):
+    k1, k2 = jax.random.split(key)
+    return {"w1": jax.random.normal(k1, (1, 8)), "w2": jax.random.normal(k2, (8, 1)) / 3}
+
+
+def _norm_apply(p, x):
+    h = x @ p["w1"]
+    h = (h - h.mean(0)) * jax.lax.rsqrt(h.var(0) + 1e-5)  # the batch's own statistics
+    return jnp.tanh(h) @ p["w2"]
+
+
+NORM_MODEL = from_function(_norm_apply, _norm_init)
+
+
+def test_non_transductive_prediction_sees_the_support_and_one_query_at_a_time():
+    task = Sinusoid(k_shot=5, k_query=7).sample(jax.random.key(4))
+    kwargs = dict(inner_steps=2)
+    transductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), **kwargs)
+    inductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), transductive=False, **kwargs)
+    theta = transductive.init(jax.random.key(0))
+    phi = transductive.adapt(theta, task.support).params
+    adapted = inductive.adapt(theta, task.support).params
+    chex.assert_trees_all_close(adapted.params, phi)  # the same inner loop
+    by_hand = jnp.stack([
+        NORM_MODEL.apply(phi, jnp.concatenate([task.support.x, q[None]]))[-1]
+        for q in task.query.x
+    ])  # fmt: skip
+    np.testing.assert_allclose(inductive.predict(adapted, task.query.x), by_hand, rtol=1e-5)
+    # With batch statistics the two settings differ; queries change each other's outputs
+    # only in the transductive one.
+    together = transductive.predict(phi, task.query.x)
+    assert not np.allclose(together, by_hand, rtol=1e-3)
+    first_alone = inductive.predict(adapted, task.query.x[:1])
+    np.testing.assert_allclose(first_alone[0], by_hand[0], rtol=1e-5)
+    # The meta-update does not depend on the evaluation setting.
+    grads_t, _ = transductive.meta_grad(theta, task, jax.random.key(1))
+    grads_i, _ = inductive.meta_grad(theta, task, jax.random.key(1))
+    chex.assert_trees_all_close(grads_t, grads_i)
+
+
+def test_non_transductive_evaluation_runs_through_evaluate():
+    from metajax.config import Experiment
+    from metajax.train.evaluate import evaluate
+
+    inductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), transductive=False)
+    sinusoid = Sinusoid(k_shot=5, k_query=6)
+    experiment = Experiment(inductive, sinusoid, sinusoid, optax.adam(1e-3), "mse", (0, 2))
+    out = evaluate(experiment, inductive.init(jax.random.key(0)), num_tasks=8, chunk=4)
+    assert sorted(out) == ["mse_after_0", "mse_after_2"]
+    assert all(np.isfinite(v["mean"]) for v in out.values())
