@@ -1,5 +1,6 @@
 """The shared config of N-way K-shot image classification: one algorithm switch (MAML,
-first-order MAML, ProtoNet), one backbone switch (Conv4, ResNet12), and the test-time settings.
+first-order MAML, Reptile, Meta-SGD, ANIL, iMAML, MAML++, ProtoNet), one backbone switch
+(Conv4, ResNet12), the outer optimizer's schedule, and the test-time settings.
 
 A benchmark subclasses `FewShotConfig` and supplies its data (`load_data`) and its raw-input
 preprocessing (`preprocess`); everything else, from the model to the outer learning-rate
@@ -13,9 +14,10 @@ import dataclasses
 import jax
 import numpy as np
 import optax
+from flax import nnx
 
 from metajax import losses
-from metajax.algorithms import MAML, ProtoNet
+from metajax.algorithms import ANIL, IMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoNet, Reptile
 from metajax.config import BaseConfig, Experiment
 from metajax.core.functional import Model, from_nnx
 from metajax.datasets.images import ClassImages, to_float
@@ -23,7 +25,8 @@ from metajax.models import Conv4, ResNet12
 from metajax.models.conv4 import CONV_IMPLS
 from metajax.tasks import Episodes
 
-ALGORITHMS = ("maml", "fomaml", "protonet")
+ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "imaml", "mamlpp", "protonet")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 BACKBONES = ("conv4", "resnet12")
 
 
@@ -32,7 +35,8 @@ class FewShotConfig(BaseConfig):
     """N-way K-shot classification over a class-indexed image data set.
 
     Attributes:
-      algorithm: ``maml``, ``fomaml`` or ``protonet``.
+      algorithm: ``maml``, ``fomaml``, ``reptile``, ``metasgd``, ``anil``, ``imaml``,
+        ``mamlpp`` or ``protonet``.
       backbone: ``conv4`` or ``resnet12``.
       filters: Conv4's channels per block.
       data_dir: the folder with the data files (default ``$METAJAX_DATA_DIR`` or
@@ -42,9 +46,21 @@ class FewShotConfig(BaseConfig):
       train_query: query examples per class in training episodes.
       train_rotations: rotated classes as extra training classes.
       test_rotations: rotated classes at test.
-      inner_lr, inner_steps, eval_inner_steps: MAML's inner SGD.
-      outer_lr: Adam's learning rate.
-      lr_halve_every: halve the outer learning rate every this many steps (0: constant).
+      inner_lr, inner_steps, eval_inner_steps: the inner loop (Meta-SGD's and MAML++'s
+        initial learned rates are inner_lr).
+      inner_optimizer: ``sgd`` or ``adam`` (Reptile's paper: Adam with beta1 = 0).
+      outer_optimizer: ``adam`` or ``sgd`` (Reptile's ``theta += eps (W - theta)`` is SGD
+        with rate eps on its pseudo-gradient).
+      outer_lr: the outer optimizer's learning rate.
+      lr_halve_every: halve the outer learning rate every this many steps (0: never).
+      lr_schedule: ``constant`` (with lr_halve_every), ``cosine`` (to min_outer_lr at the last
+        step, MAML++) or ``linear`` (to min_outer_lr, Reptile).
+      min_outer_lr: the cosine or linear schedule's final rate.
+      transductive: Reptile's evaluation setting (see `metajax.algorithms.Reptile`).
+      imaml_lambda, cg_steps, cg_damping: iMAML's proximal strength and conjugate gradient.
+      multi_step_loss, msl_anneal_steps, first_order_steps, per_step_bn, lslr: MAML++'s
+        switches (see `metajax.algorithms.MAMLPlusPlus`); ``mamlpp`` with all of them off
+        and lr_schedule constant is MAML.
       conv: the backbone's convolution, ``xla``, ``im2col`` or ``taps`` (same results);
         ``auto`` picks im2col on CPU whenever the tasks run one after another (see
         task_chunk): XLA:CPU's convolution is ~10x slower under ``vmap`` with per-task weights
@@ -75,8 +91,21 @@ class FewShotConfig(BaseConfig):
     inner_lr: float = 0.4
     inner_steps: int = 1
     eval_inner_steps: int = 3
+    inner_optimizer: str = "sgd"
+    outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
     lr_halve_every: int = 0
+    lr_schedule: str = "constant"
+    min_outer_lr: float = 0.0
+    transductive: bool = True
+    imaml_lambda: float = 2.0
+    cg_steps: int = 5
+    cg_damping: float = 0.0
+    multi_step_loss: bool = True
+    msl_anneal_steps: int = 500
+    first_order_steps: int = 0
+    per_step_bn: bool = True
+    lslr: bool = True
     conv: str = "auto"
     task_chunk: int = -1
 
@@ -91,7 +120,14 @@ class FewShotConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        choices = {"algorithm": ALGORITHMS, "backbone": BACKBONES, "conv": ("auto", *CONV_IMPLS)}
+        choices = {
+            "algorithm": ALGORITHMS,
+            "backbone": BACKBONES,
+            "conv": ("auto", *CONV_IMPLS),
+            "inner_optimizer": ("sgd", "adam"),
+            "outer_optimizer": ("adam", "sgd"),
+            "lr_schedule": LR_SCHEDULES,
+        }
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(
@@ -159,27 +195,78 @@ class FewShotConfig(BaseConfig):
         test_tasks = Episodes(
             test_data, self.n_way, self.k_shot, self.k_query, rotations=self.test_rotations
         )
-        maml = self.algorithm != "protonet"
         conv, task_chunk = self.conv_and_task_chunk(jax.default_backend())
-        if maml:
-            algorithm = MAML(
-                self.backbone_model(self.n_way, shape, conv),
-                losses.cross_entropy,
-                optax.sgd(self.inner_lr),
-                inner_steps=self.inner_steps,
-                first_order=self.algorithm == "fomaml",
-                unroll=True,  # few steps of a conv net: faster unrolled on CPU (see adapt)
-                task_chunk=task_chunk,
-            )
-            eval_steps = (self.eval_inner_steps,)
-        else:
+        if self.algorithm == "protonet":
             algorithm = ProtoNet(self.backbone_model(0, shape, conv), task_chunk=task_chunk)
             eval_steps = (0,)
-        lr = (
-            optax.exponential_decay(self.outer_lr, self.lr_halve_every, 0.5, staircase=True)
-            if self.lr_halve_every
-            else self.outer_lr
-        )
+        else:
+            algorithm = self.gradient_algorithm(shape, conv, task_chunk)
+            eval_steps = (self.eval_inner_steps,)
+        outer = optax.adam if self.outer_optimizer == "adam" else optax.sgd
         return Experiment(
-            algorithm, train_tasks, test_tasks, optax.adam(lr), "accuracy", eval_steps
+            algorithm, train_tasks, test_tasks, outer(self.outer_lr_schedule()), "accuracy",
+            eval_steps,
+        )  # fmt: skip
+
+    def outer_lr_schedule(self) -> optax.ScalarOrSchedule:
+        """The outer learning rate: constant, halved every ``lr_halve_every`` steps, or a
+        cosine or linear decay to ``min_outer_lr`` over ``steps``.
+
+        Example:
+          >>> from metajax.config import get_config, override
+          >>> config = override(get_config("omniglot-maml"), ["lr_schedule=cosine", "steps=10"])
+          >>> schedule = config.outer_lr_schedule()
+          >>> float(schedule(0)), float(schedule(5)), float(schedule(10))
+          (0.001, 0.0005, 0.0)
+        """
+        if self.lr_schedule == "cosine":
+            alpha = self.min_outer_lr / self.outer_lr
+            return optax.cosine_decay_schedule(self.outer_lr, self.steps, alpha=alpha)
+        if self.lr_schedule == "linear":
+            return optax.linear_schedule(self.outer_lr, self.min_outer_lr, self.steps)
+        if self.lr_halve_every:
+            return optax.exponential_decay(self.outer_lr, self.lr_halve_every, 0.5, staircase=True)
+        return self.outer_lr
+
+    def gradient_algorithm(
+        self, image_shape: tuple[int, int, int], conv: str, task_chunk: int | None
+    ):
+        """The gradient-based algorithm this config names, on its backbone."""
+        inner = (
+            optax.sgd(self.inner_lr)
+            if self.inner_optimizer == "sgd"
+            else optax.adam(self.inner_lr, b1=0.0)
+        )
+        # Few steps of a conv net: faster unrolled on CPU (see `metajax.core.inner.adapt`).
+        common = dict(loss=losses.cross_entropy, inner_steps=self.inner_steps, unroll=True,
+                      task_chunk=task_chunk)  # fmt: skip
+        if self.algorithm == "anil":
+            body = self.backbone_model(0, image_shape, conv)
+            features = jax.eval_shape(
+                lambda k: body.apply(body.init(k), jax.numpy.zeros((1, *image_shape))),
+                jax.random.key(0),
+            ).shape[-1]
+            head = self.model(from_nnx(lambda r: nnx.Linear(features, self.n_way, rngs=r)))
+            return ANIL(body, head, inner_optimizer=inner, **common)
+        model = self.backbone_model(self.n_way, image_shape, conv)
+        if self.algorithm in ("maml", "fomaml"):
+            return MAML(model, inner_optimizer=inner, first_order=self.algorithm == "fomaml",
+                        **common)  # fmt: skip
+        if self.algorithm == "reptile":
+            return Reptile(model, inner_optimizer=inner, transductive=self.transductive, **common)
+        if self.algorithm == "metasgd":
+            return MetaSGD(model, alpha_init=self.inner_lr, **common)
+        if self.algorithm == "imaml":
+            return IMAML(model, inner_optimizer=inner, lam=self.imaml_lambda,
+                         cg_steps=self.cg_steps, cg_damping=self.cg_damping, **common)  # fmt: skip
+        return MAMLPlusPlus(
+            model,
+            inner_optimizer=inner,
+            multi_step_loss=self.multi_step_loss,
+            msl_anneal_steps=self.msl_anneal_steps,
+            first_order_steps=self.first_order_steps,
+            per_step_bn=self.per_step_bn,
+            lslr=self.lslr,
+            lslr_init=self.inner_lr,
+            **common,
         )

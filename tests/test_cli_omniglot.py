@@ -120,3 +120,46 @@ def test_maml_run_refuses_another_way_at_eval(tmp_path, capsys, one_shot_runs):
     assert main(["eval", str(workdir), "--omniglot-runs", str(runs)]) == 2
     assert "outputs 5 logits" in capsys.readouterr().err
     assert main(["eval", str(workdir), "--json", "--tasks", "4"]) == 0
+
+
+FAMILY = ["reptile", "metasgd", "anil", "imaml", "mamlpp"]
+
+
+@pytest.mark.parametrize(
+    "config", [f"{data}-{alg}" for data in ("omniglot", "miniimagenet") for alg in FAMILY]
+)
+def test_family_paper_configs_stop_at_the_missing_archive_error(tmp_path, capsys, config):
+    argv = ["train", config, "--data-dir", str(tmp_path / "empty"),
+            "--workdir", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not in" in err and "Traceback" not in err
+    if config.startswith("omniglot"):
+        assert "images_background.zip" in err and "could not be downloaded from https://" in err
+    else:
+        assert "mini-ImageNet's train split" in err and "--data-dir" in err
+
+
+@pytest.fixture(scope="module")
+def decode_cache(tmp_path_factory):
+    """One decoded copy of the archives for the tests below (offline_data's is per test)."""
+    return tmp_path_factory.mktemp("decoded")
+
+
+@needs_data
+@pytest.mark.parametrize("alg", FAMILY)
+def test_minimal_family_configs_train_and_evaluate_on_real_omniglot(
+    tmp_path, capsys, monkeypatch, decode_cache, alg
+):
+    """Two meta-steps of a narrow Conv4 on the real minimal set, then the test episodes."""
+    monkeypatch.setenv("METAJAX_CACHE_DIR", str(decode_cache))
+    workdir = tmp_path / alg
+    small = ["steps=2", "filters=8", "image_size=16", "meta_batch_size=2", "eval_tasks=4",
+             "eval_inner_steps=2"]  # fmt: skip
+    if alg == "imaml":
+        small.append("inner_steps=2")
+    assert _train(f"omniglot-minimal-{alg}", workdir, *small) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 2 and np.isfinite(metrics[-1]["meta_loss"])
