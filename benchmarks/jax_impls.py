@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from benchmarks.workloads import Workload
-from metajax import MAML, from_nnx, losses
+from metajax import IMAML, MAML, from_nnx, losses
 from metajax.algorithms import ProtoNet
 from metajax.core.types import Split, Task
 from metajax.models import MLP, Conv4
@@ -36,14 +36,25 @@ def metajax_init(w: Workload) -> dict:
 
 
 def build_metajax(
-    w: Workload, data: dict, params: dict, remat: bool = False, unroll: bool | None = None
+    w: Workload,
+    data: dict,
+    params: dict,
+    remat: bool = False,
+    unroll: bool | None = None,
+    implicit: bool = False,
 ):
+    """The workload's meta-step through metajax's public API; ``implicit`` swaps MAML for
+    iMAML (lambda 2, 5 CG steps: its memory does not grow with the inner steps)."""
     # The library's defaults on this backend, as the few-shot configs pick them (FewShotConfig
     # with conv=auto, task_chunk=-1): on CPU, tasks in turn with im2col convolutions.
     cpu_conv = w.kind != "sinusoid" and jax.default_backend() == "cpu"
     model = metajax_model(w, "im2col" if cpu_conv else "xla")
     if w.kind == "protonet":
         algorithm = ProtoNet(model, task_chunk=1 if cpu_conv else None)
+    elif implicit:
+        algorithm = IMAML(model, losses.cross_entropy, optax.sgd(w.inner_lr),
+                          inner_steps=w.inner_steps, lam=2.0, cg_steps=5, unroll=bool(unroll),
+                          task_chunk=1 if cpu_conv else None)  # fmt: skip
     else:
         algorithm = MAML(
             model,

@@ -1,9 +1,10 @@
 """Memory-bounded meta-gradients and compile time: peak memory, time and compile time of
 second-order MAML against the number of inner steps, for the inner loop unrolled, under
-``lax.scan``, and under ``lax.scan`` with rematerialization of each inner step.
+``lax.scan``, and under ``lax.scan`` with rematerialization of each inner step; and of iMAML
+(``imaml``: the implicit meta-gradient, inner loop under ``lax.scan``, never differentiated).
 
-    python -m benchmarks.remat [--steps-list 1,5,10,25] [--modes unrolled,scan,scan+remat]
-                               [--meta-batch 4] [--json]
+    python -m benchmarks.remat [--steps-list 1,5,10,25]
+                               [--modes unrolled,scan,scan+remat,imaml] [--meta-batch 4] [--json]
 
 Workload (a)'s shapes (Conv4, 5-way 1-shot, 15 queries) with a smaller meta-batch. Each
 setting runs in a fresh process, so its peak RSS (host memory on CPU; the device's
@@ -24,8 +25,13 @@ import subprocess
 import sys
 import time
 
-# (remat, unroll) of each inner-loop mode.
-MODES = {"unrolled": (False, True), "scan": (False, False), "scan+remat": (True, False)}
+# (remat, unroll, implicit) of each mode.
+MODES = {
+    "unrolled": (False, True, False),
+    "scan": (False, False, False),
+    "scan+remat": (True, False, False),
+    "imaml": (False, False, True),
+}
 
 
 def worker(inner_steps: int, mode: str, meta_batch: int, timed: int) -> dict:
@@ -35,9 +41,9 @@ def worker(inner_steps: int, mode: str, meta_batch: int, timed: int) -> dict:
     from benchmarks.workloads import WORKLOADS, make_data
 
     w = dataclasses.replace(WORKLOADS["a"], inner_steps=inner_steps, meta_batch=meta_batch)
-    remat, unroll = MODES[mode]
+    remat, unroll, implicit = MODES[mode]
     step, state, _ = jax_impls.build_metajax(
-        w, make_data(w), jax_impls.metajax_init(w), remat=remat, unroll=unroll
+        w, make_data(w), jax_impls.metajax_init(w), remat=remat, unroll=unroll, implicit=implicit
     )
     t0 = time.perf_counter()
     state = jax.block_until_ready(step(state))
@@ -88,7 +94,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     if args.json:
         return
-    print(f"second-order MAML, Conv4 5-way 1-shot 15q, meta-batch {args.meta_batch}; "
+    print(f"second-order MAML (and iMAML), Conv4 5-way 1-shot 15q, meta-batch {args.meta_batch}; "
           f"load average before: {load[0]:.2f}")  # fmt: skip
     print(f"{'inner steps':>11} {'inner loop':>11} {'peak RSS MB':>12} {'device MB':>10} {'s/step':>8} "
           f"{'compile s':>10}")  # fmt: skip

@@ -64,6 +64,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"metajax: trained to step {int(state.step):,} in {wall:.1f}s")
     metrics = evaluate(experiment, state.params, num_tasks=config.eval_tasks, seed=config.eval_seed)
     print(f"metajax: evaluation on {config.eval_tasks} test tasks:\n{_format_metrics(metrics)}")
+    if jax.process_index() == 0:
+        # Written atomically, so a crash mid-write never leaves a truncated results file.
+        record = {"config": config.name, "seed": config.seed, "step": int(state.step),
+                  "train_s": round(wall, 1), "eval_tasks": config.eval_tasks, "metrics": metrics}  # fmt: skip
+        tmp = workdir / "results.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(workdir / "results.json")
     if hasattr(experiment.test_tasks, "function"):
         plot = workdir / "adaptation.png"
         plot_regression_adaptation(experiment, state.params, plot)

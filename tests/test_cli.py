@@ -37,6 +37,10 @@ def test_train_then_eval_json(tmp_path, capsys):
     assert set(result["metrics"]) == {"mse_after_0", "mse_after_1", "mse_after_10"}
     for value in result["metrics"].values():
         assert set(value) == {"mean", "ci95"} and value["ci95"] > 0
+    # train saved what it printed, and eval of the saved run reproduces it.
+    saved = json.loads((workdir / "results.json").read_text())
+    assert saved["config"] == "sinusoid-maml" and saved["train_s"] > 0
+    assert saved["metrics"] == result["metrics"]
     assert main(["eval", str(workdir)]) == 0
     assert "95% CI" in capsys.readouterr().out
 
