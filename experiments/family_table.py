@@ -69,7 +69,8 @@ def run_row(workdir: Path, config: str, overrides: list[str], data_dir: str | No
 
 
 def _cell(metric: dict) -> str:
-    return f"{metric['mean']:.3f} +/- {metric['ci95']:.3f}"
+    diverged = f" ({metric['nonfinite']} tasks diverged)" if metric.get("nonfinite") else ""
+    return f"{metric['mean']:.3f} +/- {metric['ci95']:.3f}{diverged}"
 
 
 def table(rows, root: Path) -> str:

@@ -21,9 +21,11 @@ from metajax.train.trainer import NonFiniteLossError, load_state, train
 
 
 def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    return "\n".join(
-        f"  {k:<16} {v['mean']:.4f} +/- {v['ci95']:.4f} (95% CI)" for k, v in metrics.items()
-    )
+    def line(name: str, v: dict[str, float]) -> str:
+        diverged = f"; {v['nonfinite']} tasks diverged (NaN/Inf)" if v.get("nonfinite") else ""
+        return f"  {name:<16} {v['mean']:.4f} +/- {v['ci95']:.4f} (95% CI){diverged}"
+
+    return "\n".join(line(k, v) for k, v in metrics.items())
 
 
 def _evaluate_run(

@@ -18,16 +18,25 @@ from metajax.core.types import Params, Task
 def mean_ci95(values: chex.Array) -> dict[str, float]:
     """The mean and the half-width of its normal 95% confidence interval, ``1.96 s / sqrt(n)``.
 
+    Tasks whose value is NaN or infinite (an inner loop that diverged) are not hidden: the
+    mean is then NaN or infinite too, and ``"nonfinite"`` counts them.
+
     Example:
       >>> mean_ci95(np.array([1.0, 3.0]))
       {'mean': 2.0, 'ci95': 1.96}
+      >>> mean_ci95(np.array([1.0, 3.0, np.nan]))
+      {'mean': nan, 'ci95': nan, 'nonfinite': 1}
     """
     values = np.asarray(values, dtype=np.float64)
     n = values.size
     if n < 2:
         raise ValueError(f"A confidence interval needs at least 2 values, got {n}.")
     half = 1.96 * values.std(ddof=1) / math.sqrt(n)
-    return {"mean": float(values.mean()), "ci95": float(round(half, 12))}
+    out = {"mean": float(values.mean()), "ci95": float(round(half, 12))}
+    nonfinite = int((~np.isfinite(values)).sum())
+    if nonfinite:
+        out["nonfinite"] = nonfinite
+    return out
 
 
 def evaluate(
@@ -60,10 +69,14 @@ def evaluate(
     max_steps = max(experiment.eval_steps)
 
     def one_task(task: Task) -> chex.Array:
-        def track(phi: Params) -> chex.Array:
+        def score(phi: Params) -> chex.Array:
             return metric_fn(algorithm.predict(phi, task.query.x), task.query.y)
 
-        return algorithm.adapt(params, task.support, steps=max_steps, track=track).tracked
+        if experiment.metric == "accuracy":
+            # Only the last step is reported: scoring the query set after every step would
+            # cost a query forward pass per step (50 of them for Reptile's evaluation).
+            return score(algorithm.adapt(params, task.support, steps=max_steps).params)[None]
+        return algorithm.adapt(params, task.support, steps=max_steps, track=score).tracked
 
     @jax.jit
     def run_chunk(keys: chex.PRNGKey) -> chex.Array:
@@ -84,10 +97,10 @@ def evaluate(
     keys = jnp.concatenate([keys, keys[: padded - num_tasks]])
     per_task = np.concatenate(
         [np.asarray(run_chunk(keys[i : i + size])) for i in range(0, padded, size)]
-    )[:num_tasks]  # [num_tasks, max_steps + 1]
+    )[:num_tasks]  # [num_tasks, max_steps + 1], or [num_tasks, 1] for accuracy
     if experiment.metric == "accuracy":
         # Classification reports one figure: accuracy after the test-time inner steps.
-        return {"accuracy": mean_ci95(per_task[:, max_steps])}
+        return {"accuracy": mean_ci95(per_task[:, -1])}
     return {
         f"{experiment.metric}_after_{k}": mean_ci95(per_task[:, k]) for k in experiment.eval_steps
     }
