@@ -67,8 +67,8 @@ class OmniglotConfig(FewShotConfig):
 
 
 # Meta-steps of the minimal configs, sized from each algorithm's step time on this CPU.
-MINIMAL_STEPS = {"maml": 1000, "reptile": 1000, "metasgd": 1000, "anil": 1000, "imaml": 1000,
-                 "mamlpp": 1000}  # fmt: skip
+MINIMAL_STEPS = {"maml": 600, "reptile": 1500, "metasgd": 600, "anil": 1500, "imaml": 600,
+                 "mamlpp": 300}  # fmt: skip
 _minimal = functools.partial(OmniglotConfig, split="minimal1", test_rotations=False)
 _mamlpp = functools.partial(
     OmniglotConfig,

@@ -57,6 +57,7 @@ class SinusoidConfig(BaseConfig):
       outer_lr: Adam's learning rate (beta).
       remat: checkpoint each inner step (memory flat in inner_steps).
       imaml_lambda, cg_steps: iMAML's proximal strength and conjugate-gradient iterations.
+      inner_optimizer: ``sgd`` (the paper's) or ``adam`` (beta1 = 0), at inner_lr.
       inner_grad_clip: clip each inner gradient to this global norm (0: off). iMAML's inner
         loop is a solver that is never differentiated, so a clip that only acts when a
         task's proximal problem diverges costs nothing in its meta-gradient.
@@ -76,6 +77,7 @@ class SinusoidConfig(BaseConfig):
     eval_steps: tuple[int, ...] = (0, 1, 10)
     imaml_lambda: float = 1.0
     cg_steps: int = 5
+    inner_optimizer: str = "sgd"
     inner_grad_clip: float = 0.0
 
     def validate(self) -> None:
@@ -87,7 +89,16 @@ class SinusoidConfig(BaseConfig):
             )
 
     def build(self) -> Experiment:
-        inner = optax.sgd(self.inner_lr)
+        if self.inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(
+                f"Config {self.name}: inner_optimizer must be sgd or adam, got "
+                f"{self.inner_optimizer!r}."
+            )
+        inner = (
+            optax.sgd(self.inner_lr)
+            if self.inner_optimizer == "sgd"
+            else optax.adam(self.inner_lr, b1=0.0)
+        )
         if self.inner_grad_clip:
             inner = optax.chain(optax.clip_by_global_norm(self.inner_grad_clip), inner)
         common = dict(loss=losses.mse, inner_steps=self.inner_steps, remat=self.remat)
