@@ -27,6 +27,18 @@ from metajax.tasks import Episodes
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "imaml", "mamlpp", "protonet")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+
+# The papers' optimizer settings that the Omniglot and mini-ImageNet configs share.
+# Reptile (Nichol et al. 2018, Appendix A): inner Adam with beta1 = 0, 50 steps at test, the
+# outer step size 1.0 decayed linearly to 0 over 100,000 steps.
+REPTILE_SETTINGS = dict(algorithm="reptile", inner_optimizer="adam", inner_lr=1e-3,
+                        eval_inner_steps=50, outer_optimizer="sgd", outer_lr=1.0,
+                        lr_schedule="linear", steps=100_000)  # fmt: skip
+# MAML++ (Antoniou et al. 2019): 5 steps at test, 100 epochs of 500 meta-steps, multi-step loss
+# over the first 15 epochs, first order for the first 50, cosine outer rate down to 1e-5.
+MAMLPP_SETTINGS = dict(algorithm="mamlpp", eval_inner_steps=5, steps=50_000,
+                       msl_anneal_steps=7500, first_order_steps=25_000, lr_schedule="cosine",
+                       min_outer_lr=1e-5)  # fmt: skip
 BACKBONES = ("conv4", "resnet12")
 
 

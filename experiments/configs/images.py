@@ -30,7 +30,7 @@ import dataclasses
 import functools
 
 from metajax.datasets import cifar, mini_imagenet
-from metajax.fewshot import FewShotConfig
+from metajax.fewshot import MAMLPP_SETTINGS, REPTILE_SETTINGS, FewShotConfig
 
 DATASETS = ("mini-imagenet", "cifar-fs", "fc100")
 
@@ -82,17 +82,7 @@ _protonet = functools.partial(
 )
 CONFIGS = {
     "miniimagenet-reptile": functools.partial(
-        _maml,
-        algorithm="reptile",
-        inner_optimizer="adam",
-        inner_lr=1e-3,
-        inner_steps=8,
-        eval_inner_steps=50,
-        meta_batch_size=5,
-        outer_optimizer="sgd",
-        outer_lr=1.0,
-        lr_schedule="linear",
-        steps=100_000,
+        _maml, **{**REPTILE_SETTINGS, "inner_steps": 8, "meta_batch_size": 5}
     ),
     "miniimagenet-metasgd": functools.partial(
         _maml, algorithm="metasgd", inner_steps=1, eval_inner_steps=1
@@ -102,17 +92,7 @@ CONFIGS = {
         _maml, algorithm="imaml", imaml_lambda=0.5, inner_steps=10, eval_inner_steps=10
     ),
     "miniimagenet-mamlpp": functools.partial(
-        _maml,
-        algorithm="mamlpp",
-        filters=48,
-        inner_lr=0.01,
-        eval_inner_steps=5,
-        meta_batch_size=2,
-        steps=50_000,
-        msl_anneal_steps=7500,
-        first_order_steps=25_000,
-        lr_schedule="cosine",
-        min_outer_lr=1e-5,
+        _maml, **{**MAMLPP_SETTINGS, "filters": 48, "inner_lr": 0.01, "meta_batch_size": 2}
     ),
     "miniimagenet-maml": _maml,
     "miniimagenet-fomaml": functools.partial(_maml, algorithm="fomaml"),

@@ -34,7 +34,7 @@ import functools
 
 from metajax.datasets import omniglot
 from metajax.datasets.images import to_float
-from metajax.fewshot import FewShotConfig
+from metajax.fewshot import MAMLPP_SETTINGS, REPTILE_SETTINGS, FewShotConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +71,7 @@ MINIMAL_STEPS = {"maml": 600, "reptile": 1500, "metasgd": 600, "anil": 1500, "im
                  "mamlpp": 300}  # fmt: skip
 _minimal = functools.partial(OmniglotConfig, split="minimal1", test_rotations=False)
 _mamlpp = functools.partial(
-    OmniglotConfig,
-    algorithm="mamlpp",
-    inner_lr=0.1,
-    inner_steps=5,
-    eval_inner_steps=5,
-    meta_batch_size=8,
-    steps=50_000,
-    msl_anneal_steps=7500,
-    first_order_steps=25_000,
-    lr_schedule="cosine",
-    min_outer_lr=1e-5,
+    OmniglotConfig, **{**MAMLPP_SETTINGS, "inner_lr": 0.1, "inner_steps": 5, "meta_batch_size": 8}
 )
 CONFIGS = {
     "omniglot-maml": OmniglotConfig,
@@ -118,17 +108,7 @@ CONFIGS = {
         test_rotations=False,
     ),
     "omniglot-reptile": functools.partial(
-        OmniglotConfig,
-        algorithm="reptile",
-        inner_optimizer="adam",
-        inner_lr=1e-3,
-        inner_steps=5,
-        eval_inner_steps=50,
-        meta_batch_size=5,
-        outer_optimizer="sgd",
-        outer_lr=1.0,
-        lr_schedule="linear",
-        steps=100_000,
+        OmniglotConfig, **REPTILE_SETTINGS, inner_steps=5, meta_batch_size=5
     ),
     "omniglot-metasgd": functools.partial(OmniglotConfig, algorithm="metasgd"),
     "omniglot-anil": functools.partial(OmniglotConfig, algorithm="anil"),
@@ -144,16 +124,12 @@ CONFIGS = {
     ),
     "omniglot-minimal-reptile": functools.partial(
         _minimal,
-        algorithm="reptile",
-        inner_optimizer="adam",
-        inner_lr=1e-3,
-        inner_steps=5,
-        eval_inner_steps=50,
-        meta_batch_size=4,
-        outer_optimizer="sgd",
-        outer_lr=1.0,
-        lr_schedule="linear",
-        steps=MINIMAL_STEPS["reptile"],
+        **{
+            **REPTILE_SETTINGS,
+            "inner_steps": 5,
+            "meta_batch_size": 4,
+            "steps": MINIMAL_STEPS["reptile"],
+        },
     ),
     "omniglot-minimal-metasgd": functools.partial(
         _minimal, algorithm="metasgd", meta_batch_size=4, steps=MINIMAL_STEPS["metasgd"]
