@@ -140,26 +140,33 @@ def test_family_paper_configs_stop_at_the_missing_archive_error(tmp_path, capsys
         assert "mini-ImageNet's train split" in err and "--data-dir" in err
 
 
-@pytest.fixture(scope="module")
-def decode_cache(tmp_path_factory):
-    """One decoded copy of the archives for the tests below (offline_data's is per test)."""
-    return tmp_path_factory.mktemp("decoded")
+@needs_data
+@pytest.mark.parametrize("alg", FAMILY)
+def test_minimal_family_configs_build_a_whole_meta_step(monkeypatch, tmp_path_factory, alg):
+    """Each minimal config's meta-step, traced on the real data's shapes (no compilation)."""
+    import jax
+
+    from metajax.config import get_config, override
+    from metajax.train.trainer import init_state, make_meta_step
+
+    monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded"))
+    config = override(get_config(f"omniglot-minimal-{alg}"), [f"data_dir={SHARED}", "filters=8"])
+    exp = config.build()
+    state = init_state(exp.algorithm, exp.optimizer, seed=0)
+    step = make_meta_step(exp.algorithm, exp.train_tasks, exp.optimizer, config.meta_batch_size)
+    new, metrics = jax.eval_shape(step, state)
+    assert jax.tree.structure(new.params) == jax.tree.structure(state.params)
+    assert metrics["meta_loss"].shape == ()
 
 
 @needs_data
-@pytest.mark.parametrize("alg", FAMILY)
-def test_minimal_family_configs_train_and_evaluate_on_real_omniglot(
-    tmp_path, capsys, monkeypatch, decode_cache, alg
-):
-    """Two meta-steps of a narrow Conv4 on the real minimal set, then the test episodes."""
-    monkeypatch.setenv("METAJAX_CACHE_DIR", str(decode_cache))
-    workdir = tmp_path / alg
-    small = ["steps=2", "filters=8", "image_size=16", "meta_batch_size=2", "eval_tasks=4",
-             "eval_inner_steps=2"]  # fmt: skip
-    if alg == "imaml":
-        small.append("inner_steps=2")
-    assert _train(f"omniglot-minimal-{alg}", workdir, *small) == 0
-    out = capsys.readouterr().out
-    assert "accuracy" in out
+def test_minimal_mamlpp_trains_and_evaluates_on_real_omniglot(tmp_path, capsys):
+    """Two meta-steps of a narrow Conv4 MAML++ (every switch on) on the real minimal set, then
+    the test episodes, through the CLI."""
+    workdir = tmp_path / "mamlpp"
+    small = ["steps=2", "filters=8", "image_size=16", "meta_batch_size=2", "eval_tasks=4"]
+    assert _train("omniglot-minimal-mamlpp", workdir, *small) == 0
+    assert "accuracy" in capsys.readouterr().out
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 2 and np.isfinite(metrics[-1]["meta_loss"])
+    assert json.loads((workdir / "results.json").read_text())["step"] == 2
