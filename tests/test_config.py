@@ -100,3 +100,11 @@ def test_sinusoid_algorithm_configs_train_and_adapt(name):
     task = exp.test_tasks.sample(jax.random.key(1))
     adapted = exp.algorithm.adapt(new.params, task.support, steps=2).params
     assert exp.algorithm.predict(adapted, task.query.x).shape == task.query.y.shape
+
+
+def test_line_search_inner_solvers_are_refused_where_the_inner_loop_is_differentiated():
+    config = override(get_config("sinusoid-maml"), ["inner_optimizer=lbfgs"])
+    with pytest.raises(ValueError, match="while_loop, which cannot be differentiated"):
+        config.build()
+    for solver in ("lbfgs", "sgd_linesearch"):
+        override(get_config("sinusoid-imaml"), [f"inner_optimizer={solver}"]).build()

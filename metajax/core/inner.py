@@ -114,7 +114,11 @@ def adapt(
       loss_fn: ``loss_fn(params, split) -> scalar``.
       params: the initial parameters ``theta`` (the meta-parameters).
       support: the split to adapt on.
-      optimizer: any ``optax.GradientTransformation``; ``optax.sgd(alpha)`` is MAML's.
+      optimizer: any ``optax.GradientTransformation``; ``optax.sgd(alpha)`` is MAML's. Its
+        ``update`` also receives ``value``, ``grad`` and ``value_fn`` (the support loss as a
+        function of the parameters), so line-search solvers such as ``optax.lbfgs()`` work.
+        Their line searches are ``while_loop`` s, which reverse mode cannot differentiate:
+        use them where the inner loop is not differentiated (iMAML, evaluation).
       steps: the number of inner updates (static; ``0`` returns ``params``).
       first_order: stop gradients through the inner gradients (first-order MAML).
       remat: ``jax.checkpoint`` each inner step, trading compute for memory.
@@ -161,12 +165,22 @@ def adapt(
             return (x,)
 
     grad_fn = jax.value_and_grad(loss_fn)
+    solver = optax.with_extra_args_support(optimizer)
 
     def step(carry, x):
         phi, opt_state = carry
         loss, grads = grad_fn(phi, support, *extra(x))
         grads = jax.lax.stop_gradient(grads) if first_order else zero_gradient_guard(grads)
-        updates, opt_state = optimizer.update(grads, opt_state, phi)
+        # Line-search optimizers (optax.lbfgs, scale_by_backtracking_linesearch) evaluate
+        # the loss at trial points; the others ignore these arguments.
+        updates, opt_state = solver.update(
+            grads,
+            opt_state,
+            phi,
+            value=loss,
+            grad=grads,
+            value_fn=lambda p: loss_fn(p, support, *extra(x)),
+        )
         new_phi = optax.apply_updates(phi, updates)
         outputs = (loss, track(new_phi, *extra(x)) if track is not None else None)
         return (new_phi, opt_state), outputs
@@ -177,7 +191,7 @@ def adapt(
     def input_at(t):
         return None if inputs is None else jax.tree.map(lambda a: a[t], inputs)
 
-    carry = (params, optimizer.init(params))
+    carry = (params, solver.init(params))
     if steps == 0:
         no_inputs = None if inputs is None else jax.tree.map(lambda a: a[:0], inputs)
         (phi, _), (losses, tracked) = jax.lax.scan(step, carry, no_inputs, length=0)

@@ -152,3 +152,29 @@ def test_second_order_through_inner_adam_and_momentum_matches_finite_differences
             assert bool(
                 jnp.isnan(jax.flatten_util.ravel_pytree(jax.grad(unguarded)(params))[0]).any()
             )
+
+
+def _sharp_quadratic(p, s):
+    # Curvatures 1 and 400: fixed-rate descent at 0.01 is unstable along the second axis.
+    return 0.5 * jnp.sum(s.x * (p - s.y) ** 2)
+
+
+def test_line_search_solvers_get_the_loss_function():
+    support = Split(x=jnp.array([1.0, 400.0]), y=jnp.array([2.0, -1.0]))
+    start = jnp.zeros(2)
+    sgd = adapt(_sharp_quadratic, start, support, optimizer=optax.sgd(0.01), steps=10)
+    assert float(_sharp_quadratic(sgd.params, support)) > 1e6  # fixed rate diverges
+    backtracking = optax.chain(
+        optax.sgd(0.01),
+        optax.scale_by_backtracking_linesearch(max_backtracking_steps=20, decrease_factor=0.5),
+    )
+    bt = adapt(_sharp_quadratic, start, support, optimizer=backtracking, steps=10)
+    assert bool(jnp.all(jnp.diff(bt.support_losses) <= 0))  # Armijo: never uphill
+    lbfgs = adapt(_sharp_quadratic, start, support, optimizer=optax.lbfgs(), steps=10)
+    chex.assert_trees_all_close(lbfgs.params, support.y, atol=1e-4)
+    # Under vmap too (each task's line search runs until every task's has finished).
+    tasks = Split(x=jnp.stack([support.x, support.x[::-1]]), y=jnp.stack([support.y] * 2))
+    batched = jax.vmap(
+        lambda s: adapt(_sharp_quadratic, start, s, optimizer=optax.lbfgs(), steps=10).params
+    )(tasks)
+    chex.assert_trees_all_close(batched, tasks.y, atol=1e-4)
