@@ -49,8 +49,10 @@ class IMAML(GradientAlgorithm):
     ``inner_residual`` (the proximal gradient's norm at the returned ``phi``) says how far the
     inner solver stopped from it. Nothing in the meta-objective penalizes curvature, so
     meta-training can reach parameters so sharp that a fixed-rate gradient-descent inner loop
-    oscillates instead of converging (seen on sinusoid regression: experiments/RESULTS.md);
-    watch the residual.
+    oscillates instead of converging (seen on sinusoid regression: experiments/RESULTS.md).
+    The inner loop is never differentiated, so any solver works: a line search keeps every
+    step downhill, e.g. ``optax.chain(optax.sgd(alpha),
+    optax.scale_by_backtracking_linesearch(20))`` or ``optax.lbfgs()``.
 
     Example:
       >>> import jax, optax

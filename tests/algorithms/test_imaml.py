@@ -47,6 +47,31 @@ def test_quadratic_inner_problem_matches_the_closed_form(x64):
     np.testing.assert_allclose(metrics["meta_loss"], 0.5 * np.sum((n @ phi - z) ** 2), rtol=1e-8)
 
 
+def test_line_search_solver_gives_the_exact_gradient_where_fixed_rate_descent_diverges(x64):
+    """A sharp support loss (curvature up to ~1e3) and a rate of 0.01: plain SGD overshoots
+    and the implicit gradient is garbage; L-BFGS with its line search solves the proximal
+    problem, and the gradient is the closed form's again."""
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=(6, 4)) * np.array([30.0, 1.0, 1.0, 0.5])
+    y, n, z = rng.normal(size=6), rng.normal(size=(5, 4)), rng.normal(size=5)
+    theta, lam = rng.normal(size=4), 1.0
+    task = Task(Split(jnp.asarray(m), jnp.asarray(y)), Split(jnp.asarray(n), jnp.asarray(z)), {})
+    system = m.T @ m + lam * np.eye(4)
+    phi = np.linalg.solve(system, m.T @ y + lam * theta)
+    exact = lam * np.linalg.solve(system, n.T @ (n @ phi - z))
+
+    def solve(inner):
+        imaml = IMAML(LINEAR, half_sse, inner, inner_steps=50, lam=lam, cg_steps=12)
+        return imaml.meta_grad(jnp.asarray(theta), task, jax.random.key(0))
+
+    fixed, fixed_metrics = solve(optax.sgd(0.01))
+    assert not np.allclose(fixed, exact, rtol=1e-2)  # diverged (NaN) or far from it
+    assert not float(fixed_metrics["inner_residual"]) < 1.0
+    grads, metrics = solve(optax.lbfgs())
+    np.testing.assert_allclose(grads, exact, rtol=1e-8, atol=1e-12)
+    assert float(metrics["inner_residual"]) < 1e-10
+
+
 def _mlp_init(key):
     k1, k2 = jax.random.split(key)
     return {"w1": jax.random.normal(k1, (1, 8)), "b1": 0.1 * jnp.ones(8),
