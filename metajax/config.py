@@ -115,6 +115,61 @@ class BaseConfig:
                 raise ValueError(f"Config {self.name}: {field} must be >= {minimum}, got {value}.")
 
 
+INNER_OPTIMIZERS = ("sgd", "adam", "sgd_linesearch", "lbfgs")
+# Algorithms whose inner loop is never differentiated: a while_loop line search is fine there.
+UNDIFFERENTIATED_INNER_LOOP = ("imaml", "reptile")
+
+
+def inner_optimizer(
+    name: str, lr: float, *, algorithm: str, config: str
+) -> optax.GradientTransformation:
+    """The inner optimizer a config names.
+
+    Args:
+      name: ``sgd``; ``adam`` (beta1 = 0, as Reptile's paper); ``sgd_linesearch`` (SGD from
+        ``lr`` with Armijo backtracking, halving up to 20 times: never an uphill step); or
+        ``lbfgs`` (``optax.lbfgs`` with its zoom line search; ``lr`` unused).
+      lr: the inner learning rate.
+      algorithm: the config's algorithm; the line searches are ``while_loop`` s, which
+        reverse mode cannot differentiate, so they are refused unless the algorithm never
+        differentiates its inner loop (iMAML, Reptile).
+      config: the config's name, for the error message.
+
+    Returns:
+      The ``optax`` transformation.
+
+    Example:
+      >>> opt = inner_optimizer("sgd_linesearch", 0.01, algorithm="imaml", config="demo")
+      >>> inner_optimizer("lbfgs", 0.01, algorithm="maml", config="demo")
+      Traceback (most recent call last):
+      ...
+      ValueError: Config demo: inner_optimizer=lbfgs line-searches in a while_loop, which cannot be differentiated; maml differentiates its inner loop. Use sgd or adam, or an algorithm that does not (imaml, reptile).
+    """
+    if name not in INNER_OPTIMIZERS:
+        raise ValueError(
+            f"Config {config}: inner_optimizer must be one of {', '.join(INNER_OPTIMIZERS)}, "
+            f"got {name!r}."
+        )
+    if name in ("sgd_linesearch", "lbfgs") and algorithm not in UNDIFFERENTIATED_INNER_LOOP:
+        raise ValueError(
+            f"Config {config}: inner_optimizer={name} line-searches in a while_loop, which "
+            f"cannot be differentiated; {algorithm} differentiates its inner loop. Use sgd or "
+            f"adam, or an algorithm that does not ({', '.join(UNDIFFERENTIATED_INNER_LOOP)})."
+        )
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "adam":
+        return optax.adam(lr, b1=0.0)
+    if name == "lbfgs":
+        return optax.lbfgs()
+    return optax.chain(
+        optax.sgd(lr),
+        optax.scale_by_backtracking_linesearch(
+            max_backtracking_steps=20, decrease_factor=0.5, increase_factor=1.0
+        ),
+    )
+
+
 class ConfigError(ValueError):
     """An unknown config name, or a bad ``--set`` override."""
 

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from metajax import config as config_lib
 from metajax import losses
 from metajax.algorithms import ANIL, IMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoNet, Reptile
 from metajax.config import BaseConfig, Experiment
@@ -60,7 +61,9 @@ class FewShotConfig(BaseConfig):
       test_rotations: rotated classes at test.
       inner_lr, inner_steps, eval_inner_steps: the inner loop (Meta-SGD's and MAML++'s
         initial learned rates are inner_lr).
-      inner_optimizer: ``sgd`` or ``adam`` (Reptile's paper: Adam with beta1 = 0).
+      inner_optimizer: ``sgd``, ``adam`` (Reptile's paper: Adam with beta1 = 0), or for
+        iMAML and Reptile a line-search solver, ``sgd_linesearch`` or ``lbfgs``
+        (`metajax.config.inner_optimizer`).
       outer_optimizer: ``adam`` or ``sgd`` (Reptile's ``theta += eps (W - theta)`` is SGD
         with rate eps on its pseudo-gradient).
       outer_lr: the outer optimizer's learning rate.
@@ -136,7 +139,7 @@ class FewShotConfig(BaseConfig):
             "algorithm": ALGORITHMS,
             "backbone": BACKBONES,
             "conv": ("auto", *CONV_IMPLS),
-            "inner_optimizer": ("sgd", "adam"),
+            "inner_optimizer": config_lib.INNER_OPTIMIZERS,
             "outer_optimizer": ("adam", "sgd"),
             "lr_schedule": LR_SCHEDULES,
         }
@@ -244,10 +247,8 @@ class FewShotConfig(BaseConfig):
         self, image_shape: tuple[int, int, int], conv: str, task_chunk: int | None
     ):
         """The gradient-based algorithm this config names, on its backbone."""
-        inner = (
-            optax.sgd(self.inner_lr)
-            if self.inner_optimizer == "sgd"
-            else optax.adam(self.inner_lr, b1=0.0)
+        inner = config_lib.inner_optimizer(
+            self.inner_optimizer, self.inner_lr, algorithm=self.algorithm, config=self.name
         )
         # Few steps of a conv net: faster unrolled on CPU (see `metajax.core.inner.adapt`).
         common = dict(loss=losses.cross_entropy, inner_steps=self.inner_steps, unroll=True,

@@ -104,7 +104,11 @@ def test_sinusoid_algorithm_configs_train_and_adapt(name):
 
 def test_line_search_inner_solvers_are_refused_where_the_inner_loop_is_differentiated():
     config = override(get_config("sinusoid-maml"), ["inner_optimizer=lbfgs"])
-    with pytest.raises(ValueError, match="while_loop, which cannot be differentiated"):
+    with pytest.raises(ValueError, match="while_loop, which cannot be differentiated; maml"):
         config.build()
+    with pytest.raises(ValueError, match="while_loop, which cannot be differentiated; mamlpp"):
+        mamlpp = override(get_config("omniglot-minimal-mamlpp"), ["inner_optimizer=lbfgs"])
+        mamlpp.gradient_algorithm((28, 28, 1), "xla", None)
     for solver in ("lbfgs", "sgd_linesearch"):
         override(get_config("sinusoid-imaml"), [f"inner_optimizer={solver}"]).build()
+        override(get_config("sinusoid-reptile"), [f"inner_optimizer={solver}"]).build()

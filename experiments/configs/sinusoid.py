@@ -36,6 +36,7 @@ from metajax import (
     from_nnx,
     losses,
 )
+from metajax.config import inner_optimizer
 from metajax.models import MLP
 
 ALGORITHMS = {"maml": MAML, "fomaml": MAML, "pretrained": Pretrained, "reptile": Reptile,
@@ -58,9 +59,8 @@ class SinusoidConfig(BaseConfig):
       outer_lr: Adam's learning rate (beta).
       remat: checkpoint each inner step (memory flat in inner_steps).
       imaml_lambda, cg_steps: iMAML's proximal strength and conjugate-gradient iterations.
-      inner_optimizer: ``sgd`` (the paper's) or ``adam`` (beta1 = 0), at inner_lr; for
-        iMAML also ``sgd_linesearch`` (SGD from inner_lr with Armijo backtracking) or
-        ``lbfgs`` (optax.lbfgs with its zoom line search; inner_lr unused).
+      inner_optimizer: ``sgd`` (the paper's), ``adam`` (beta1 = 0), or for iMAML and
+        Reptile ``sgd_linesearch`` or ``lbfgs`` (`metajax.config.inner_optimizer`).
       inner_grad_clip: clip each inner gradient to this global norm (0: off). iMAML's inner
         loop is a solver that is never differentiated, so a clip that only acts when a
         task's proximal problem diverges costs nothing in its meta-gradient.
@@ -92,31 +92,9 @@ class SinusoidConfig(BaseConfig):
             )
 
     def build(self) -> Experiment:
-        solvers = {
-            "sgd": lambda: optax.sgd(self.inner_lr),
-            "adam": lambda: optax.adam(self.inner_lr, b1=0.0),
-            # Armijo backtracking from inner_lr: never a step that raises the loss.
-            "sgd_linesearch": lambda: optax.chain(
-                optax.sgd(self.inner_lr),
-                optax.scale_by_backtracking_linesearch(
-                    max_backtracking_steps=20, decrease_factor=0.5, increase_factor=1.0
-                ),
-            ),
-            "lbfgs": lambda: optax.lbfgs(),
-        }
-        if self.inner_optimizer not in solvers:
-            raise ValueError(
-                f"Config {self.name}: inner_optimizer must be one of {sorted(solvers)}, got "
-                f"{self.inner_optimizer!r}."
-            )
-        if self.inner_optimizer in ("sgd_linesearch", "lbfgs") and self.algorithm != "imaml":
-            raise ValueError(
-                f"Config {self.name}: inner_optimizer={self.inner_optimizer} line-searches "
-                "in a while_loop, which cannot be differentiated; it serves iMAML, whose inner "
-                "loop is not differentiated. Use sgd or adam for "
-                f"{self.algorithm}."
-            )
-        inner = solvers[self.inner_optimizer]()
+        inner = inner_optimizer(
+            self.inner_optimizer, self.inner_lr, algorithm=self.algorithm, config=self.name
+        )
         if self.inner_grad_clip:
             inner = optax.chain(optax.clip_by_global_norm(self.inner_grad_clip), inner)
         common = dict(loss=losses.mse, inner_steps=self.inner_steps, remat=self.remat)
