@@ -144,5 +144,5 @@ CONFIGS = {
         inner_steps=10,
         imaml_lambda=100.0,
         inner_optimizer="sgd_linesearch",
-    ),  # fmt: skip
+    ),
 }
