@@ -42,19 +42,23 @@ def build_metajax(
     remat: bool = False,
     unroll: bool | None = None,
     implicit: bool = False,
+    conv: str | None = None,
+    task_chunk: int | None = -1,
 ):
     """The workload's meta-step through metajax's public API; ``implicit`` swaps MAML for
-    iMAML (lambda 2, 5 CG steps: its memory does not grow with the inner steps)."""
+    iMAML (lambda 2, 5 CG steps: its memory does not grow with the inner steps). ``conv`` and
+    ``task_chunk`` override the library's defaults (for the formulation studies)."""
     # The library's defaults on this backend, as the few-shot configs pick them (FewShotConfig
-    # with conv=auto, task_chunk=-1): on CPU, tasks in turn with im2col convolutions.
+    # with conv=auto, task_chunk=-1): on CPU, tasks in turn with metajax's C++ convolution.
     cpu_conv = w.kind != "sinusoid" and jax.default_backend() == "cpu"
-    model = metajax_model(w, "im2col" if cpu_conv else "xla")
+    model = metajax_model(w, conv or "auto")
+    chunk = (1 if cpu_conv else None) if task_chunk == -1 else task_chunk
     if w.kind == "protonet":
-        algorithm = ProtoNet(model, task_chunk=1 if cpu_conv else None)
+        algorithm = ProtoNet(model, task_chunk=chunk)
     elif implicit:
         algorithm = IMAML(model, losses.cross_entropy, optax.sgd(w.inner_lr),
                           inner_steps=w.inner_steps, lam=2.0, cg_steps=5, unroll=bool(unroll),
-                          task_chunk=1 if cpu_conv else None)  # fmt: skip
+                          task_chunk=chunk)  # fmt: skip
     else:
         algorithm = MAML(
             model,
@@ -64,7 +68,7 @@ def build_metajax(
             first_order=w.first_order,
             unroll=(w.kind == "maml" and not remat) if unroll is None else unroll,
             remat=remat,
-            task_chunk=1 if cpu_conv else None,
+            task_chunk=chunk,
         )
     tasks = Task(Split(data["sx"], data["sy"]), Split(data["qx"], data["qy"]), {})
     keys = jax.random.split(jax.random.key(1), w.meta_batch)

@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from metajax import config as config_lib
-from metajax import losses
+from metajax import kernels, losses
 from metajax.algorithms import ANIL, IMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoNet, Reptile
 from metajax.config import BaseConfig, Experiment
 from metajax.core.functional import Model, from_nnx
@@ -76,10 +76,11 @@ class FewShotConfig(BaseConfig):
       multi_step_loss, msl_anneal_steps, first_order_steps, per_step_bn, lslr: MAML++'s
         switches (see `metajax.algorithms.MAMLPlusPlus`); ``mamlpp`` with all of them off
         and lr_schedule constant is MAML.
-      conv: the backbone's convolution, ``xla``, ``im2col`` or ``taps`` (same results);
-        ``auto`` picks im2col on CPU whenever the tasks run one after another (see
-        task_chunk): XLA:CPU's convolution is ~10x slower under ``vmap`` with per-task weights
-        and inside a loop body (``benchmarks/RESULTS.md``).
+      conv: the backbone's convolution, ``ffi``, ``xla``, ``im2col`` or ``taps`` (same
+        results); ``auto`` picks metajax's C++ kernel (``ffi``, `metajax.models.ffi_conv`) on
+        CPU, and where it cannot be built, im2col whenever the tasks run one after another
+        (see task_chunk): XLA:CPU's convolution is ~10x slower under ``vmap`` with per-task
+        weights and inside a loop body (``benchmarks/RESULTS.md``). XLA's on GPU/TPU.
       task_chunk: tasks run together under ``vmap`` (see `metajax.algorithms.map_chunks`);
         0 vmaps the whole meta-batch; -1 (auto) is 1 on CPU (one task at a time keeps each
         task's activations in cache: ProtoNet's meta-batch of 32 ran 1.9x faster), else 0.
@@ -184,8 +185,8 @@ class FewShotConfig(BaseConfig):
 
         Example:
           >>> from metajax.config import get_config
-          >>> get_config("omniglot-maml").conv_and_task_chunk("cpu")
-          ('im2col', 1)
+          >>> get_config("omniglot-maml").conv_and_task_chunk("cpu")[1]  # tasks in turn
+          1
           >>> get_config("omniglot-maml").conv_and_task_chunk("gpu")
           ('xla', None)
         """
@@ -194,7 +195,10 @@ class FewShotConfig(BaseConfig):
         task_chunk = min(task_chunk, self.meta_batch_size) or None
         in_loop = task_chunk is not None and task_chunk < self.meta_batch_size
         maml = self.algorithm != "protonet"
-        auto_conv = "im2col" if on_cpu and (maml or in_loop) else "xla"
+        if on_cpu and kernels.available():
+            auto_conv = "ffi"  # metajax's C++ kernel: the fastest on CPU in every setting
+        else:
+            auto_conv = "im2col" if on_cpu and (maml or in_loop) else "xla"
         return (self.conv if self.conv != "auto" else auto_conv), task_chunk
 
     def build(self) -> Experiment:

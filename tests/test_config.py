@@ -57,23 +57,33 @@ def test_round_trip_through_dict():
 
 
 @pytest.mark.parametrize(
-    ("assignments", "backend", "expected"),
+    ("assignments", "backend", "kernel", "expected"),
     [
-        # MAML's per-task weights: tasks in turn, matmul convolutions, on CPU only.
-        (["algorithm=maml", "meta_batch_size=32"], "cpu", ("im2col", 1)),
-        (["algorithm=maml", "meta_batch_size=32"], "gpu", ("xla", None)),
+        # On CPU, metajax's C++ convolution kernel wherever it builds; tasks in turn.
+        (["algorithm=maml", "meta_batch_size=32"], "cpu", True, ("ffi", 1)),
+        (["algorithm=protonet", "meta_batch_size=1"], "cpu", True, ("ffi", 1)),
+        (["algorithm=maml", "meta_batch_size=32"], "gpu", True, ("xla", None)),
+        # Without the kernel: MAML's per-task weights take the matmul convolutions on CPU.
+        (["algorithm=maml", "meta_batch_size=32"], "cpu", False, ("im2col", 1)),
+        (["algorithm=maml", "meta_batch_size=32"], "gpu", False, ("xla", None)),
         # ProtoNet: a meta-batch of 32 runs task by task, so its convolutions sit in a loop.
-        (["algorithm=protonet", "meta_batch_size=32"], "cpu", ("im2col", 1)),
+        (["algorithm=protonet", "meta_batch_size=32"], "cpu", False, ("im2col", 1)),
         # One task per meta-batch: no loop, XLA's own convolution is the faster one.
-        (["algorithm=protonet", "meta_batch_size=1"], "cpu", ("xla", 1)),
+        (["algorithm=protonet", "meta_batch_size=1"], "cpu", False, ("xla", 1)),
         (
             ["algorithm=protonet", "meta_batch_size=32", "conv=taps", "task_chunk=8"],
             "cpu",
+            True,
             ("taps", 8),
         ),  # fmt: skip
     ],
 )
-def test_auto_conv_and_task_chunk_follow_the_backend(assignments, backend, expected):
+def test_auto_conv_and_task_chunk_follow_the_backend(
+    assignments, backend, kernel, expected, monkeypatch
+):
+    from metajax import kernels
+
+    monkeypatch.setattr(kernels, "available", lambda: kernel)
     config = override(get_config("omniglot-maml"), assignments)
     assert config.conv_and_task_chunk(backend) == expected
 

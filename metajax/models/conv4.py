@@ -11,9 +11,46 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from metajax import kernels
+from metajax.models.conv_ffi import ffi_conv
 from metajax.models.conv_ops import im2col_conv, tap_conv
 
-CONV_IMPLS = {"xla": jax.lax.conv_general_dilated, "im2col": im2col_conv, "taps": tap_conv}
+CONV_IMPLS = {
+    "xla": jax.lax.conv_general_dilated,
+    "im2col": im2col_conv,
+    "taps": tap_conv,
+    "ffi": ffi_conv,
+}
+CONV_CHOICES = ("auto", *CONV_IMPLS)
+
+
+def resolve_conv(conv: str, backend: str | None = None) -> str:
+    """The convolution ``conv`` names on ``backend``: ``"auto"`` is metajax's C++ kernel
+    (`ffi_conv`) on CPU where it builds, else `im2col_conv` on CPU, and XLA's own convolution
+    on GPU and TPU; any other name is returned as is.
+
+    Why: on CPU, XLA's convolution runs at 40-52 GFLOP/s at best and a tenth of that under
+    ``vmap`` with per-task kernels or inside a loop body; the C++ kernel holds 80-125 on the
+    64-channel layers in all three settings (``benchmarks/RESULTS.md``).
+
+    Args:
+      conv: ``"auto"`` or a key of ``CONV_IMPLS``.
+      backend: a JAX backend name; default ``jax.default_backend()``.
+
+    Returns:
+      A key of ``CONV_IMPLS``.
+
+    Example:
+      >>> resolve_conv("auto", "gpu"), resolve_conv("im2col", "cpu")
+      ('xla', 'im2col')
+    """
+    if conv not in CONV_CHOICES:
+        raise ValueError(f"conv must be one of {sorted(CONV_CHOICES)}, got {conv!r}.")
+    if conv != "auto":
+        return conv
+    if (backend or jax.default_backend()) != "cpu":
+        return "xla"
+    return "ffi" if kernels.available() else "im2col"
 
 
 def max_pool_2x2(x: chex.Array) -> chex.Array:
@@ -55,9 +92,11 @@ class Conv4(nnx.Module):
       image_size: input height and width, to size the head.
       filters: channels of each block.
       conv: how a convolution is computed; all give the same outputs and parameters.
-        ``"xla"``: ``lax.conv_general_dilated``; ``"taps"`` (`tap_conv`): one matrix product
-        per kernel tap, the fastest on CPU (see ``benchmarks/RESULTS.md``); ``"im2col"``
-        (`im2col_conv`): patches times a matrix.
+        ``"auto"`` (default): the fastest on the backend (`resolve_conv`: metajax's C++ kernel
+        on CPU, XLA's on GPU/TPU); ``"ffi"`` (`ffi_conv`): the C++ kernel, blocked im2col
+        and OpenBLAS GEMMs; ``"xla"``: ``lax.conv_general_dilated``; ``"im2col"``
+        (`im2col_conv`): patches times a matrix in XLA; ``"taps"`` (`tap_conv`): one matrix
+        product per kernel tap.
       rngs: NNX random streams.
 
     Example:
@@ -74,11 +113,12 @@ class Conv4(nnx.Module):
         *,
         image_size: int = 28,
         filters: int = 64,
-        conv: str = "xla",
+        conv: str = "auto",
         rngs: nnx.Rngs,
     ):
-        if conv not in CONV_IMPLS:
-            raise ValueError(f"Conv4: conv must be one of {sorted(CONV_IMPLS)}, got {conv!r}.")
+        if conv not in CONV_CHOICES:
+            raise ValueError(f"Conv4: conv must be one of {sorted(CONV_CHOICES)}, got {conv!r}.")
+        conv = resolve_conv(conv)
         channels = [in_channels] + [filters] * 4
         self.convs = nnx.List(
             [

@@ -16,7 +16,13 @@ import chex
 import jax
 from flax import nnx
 
-from metajax.models.conv4 import CONV_IMPLS, TransductiveBatchNorm, max_pool_2x2
+from metajax.models.conv4 import (
+    CONV_CHOICES,
+    CONV_IMPLS,
+    TransductiveBatchNorm,
+    max_pool_2x2,
+    resolve_conv,
+)
 
 
 def _conv(a: int, b: int, size: int, conv: str, rngs: nnx.Rngs) -> nnx.Conv:
@@ -60,7 +66,8 @@ class ResNet12(nnx.Module):
       in_channels: image channels.
       num_classes: output logits; ``0`` returns the ``widths[-1]`` pooled features.
       widths: channels of the four blocks.
-      conv: ``"xla"``, ``"taps"`` or ``"im2col"`` (see `Conv4`).
+      conv: ``"auto"`` (default), ``"ffi"``, ``"xla"``, ``"taps"`` or ``"im2col"`` (see
+        `Conv4`).
       rngs: NNX random streams.
 
     Example:
@@ -77,11 +84,12 @@ class ResNet12(nnx.Module):
         num_classes: int,
         *,
         widths: Sequence[int] = (64, 160, 320, 640),
-        conv: str = "xla",
+        conv: str = "auto",
         rngs: nnx.Rngs,
     ):
-        if conv not in CONV_IMPLS:
-            raise ValueError(f"ResNet12: conv must be one of {sorted(CONV_IMPLS)}, got {conv!r}.")
+        if conv not in CONV_CHOICES:
+            raise ValueError(f"ResNet12: conv must be one of {sorted(CONV_CHOICES)}, got {conv!r}.")
+        conv = resolve_conv(conv)
         if len(widths) != 4:
             raise ValueError(f"ResNet12 has four blocks; got widths {tuple(widths)}.")
         chans = [in_channels, *widths]

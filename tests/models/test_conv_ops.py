@@ -1,5 +1,5 @@
-"""The matmul convolutions (im2col, taps): values and gradients equal XLA's convolution,
-alone and under vmap."""
+"""The matmul convolutions (im2col, taps, and the C++ kernel `ffi_conv`): values and gradients
+equal XLA's convolution, alone and under vmap."""
 
 import chex
 import jax
@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from metajax import from_nnx
 from metajax.models import Conv4
+from metajax.models.conv_ffi import ffi_conv
 from metajax.models.conv_ops import im2col_conv, tap_conv
 
-CONVS = {"im2col": im2col_conv, "taps": tap_conv}
+CONVS = {"im2col": im2col_conv, "taps": tap_conv, "ffi": ffi_conv}
 
 
 def _xla(x, k, strides, padding):
@@ -80,7 +81,7 @@ def test_matmul_conv_refuses_what_it_does_not_implement(name):
 
 @pytest.mark.parametrize("name", sorted(CONVS))
 def test_conv4_matmul_conv_and_xla_share_params_and_outputs(name):
-    xla = from_nnx(lambda r: Conv4(1, 5, image_size=28, filters=8, rngs=r))
+    xla = from_nnx(lambda r: Conv4(1, 5, image_size=28, filters=8, conv="xla", rngs=r))
     i2c = from_nnx(lambda r: Conv4(1, 5, image_size=28, filters=8, conv=name, rngs=r))
     params = xla.init(jax.random.key(0))
     chex.assert_trees_all_equal_shapes_and_dtypes(params, i2c.init(jax.random.key(0)))
