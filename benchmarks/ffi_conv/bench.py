@@ -1,73 +1,72 @@
-"""Prototype measurement for issue 4's FFI lever: a convolution custom call (blocked im2col +
-OpenBLAS SGEMM, ``conv.cc``) against XLA's convolution, forward only, on ProtoNet (d)'s layer
-shapes (32 tasks x 80 images). Prints GFLOP/s per layer, two alternating rounds each.
+"""metajax's CPU convolution kernel (`metajax.models.ffi_conv`, C++ in
+``metajax/kernels/conv.cc``) against XLA's convolution, layer by layer on Conv4's Omniglot
+shapes: the forward pass and the kernel gradient, for one task's 80 images (how the few-shot
+configs run on CPU: tasks in turn) and for a meta-batch's 2,560. Prints ms and GFLOP/s, the
+median of alternating rounds.
 
-    pip install scipy-openblas32      # headers and libscipy_openblas.so (7.9 MB wheel)
     python -m benchmarks.ffi_conv.bench
-
-Needs g++; compiles ``conv.cc`` against jaxlib's FFI headers into a temporary folder.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import subprocess
-import tempfile
+import statistics
 import time
-from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from metajax.models.conv_ffi import conv_forward_p, conv_kernel_grad_p
 
-def build(out_dir: Path) -> ctypes.CDLL:
-    import scipy_openblas32 as blas
-
-    lib = out_dir / "libmjconv.so"
-    cmd = ["g++", "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
-           str(Path(__file__).with_name("conv.cc")), f"-I{jax.ffi.include_dir()}",
-           f"-I{blas.get_include_dir()}", f"-L{blas.get_lib_dir()}", "-lscipy_openblas",
-           f"-Wl,-rpath,{blas.get_lib_dir()}", "-o", str(lib)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
-    return ctypes.cdll.LoadLibrary(str(lib))
+DIMS = ("NHWC", "HWIO", "NHWC")
+PADS = ((1, 1), (1, 1))
 
 
-def ffi_conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    out = jax.ShapeDtypeStruct((*x.shape[:3], w.shape[-1]), x.dtype)
-    return jax.ffi.ffi_call("metajax_conv_fwd", out, vmap_method="sequential")(x, w)
+def _xla_forward(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)
 
 
-def xla_conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    dims = ("NHWC", "HWIO", "NHWC")
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
+def _xla_kernel_grad(x, dy):
+    w = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
+    return jax.vjp(lambda w: _xla_forward(x, w), w)[1](dy)[0]
 
 
-def gflops(fn, x, w, flops: float, reps: int = 5) -> float:
-    fn(x, w).block_until_ready()
+def _seconds(fn, *args) -> float:
     start = time.perf_counter()
-    for _ in range(reps):
-        fn(x, w).block_until_ready()
-    return flops * reps / (time.perf_counter() - start) / 1e9
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = build(Path(tmp))
-        jax.ffi.register_ffi_target("metajax_conv_fwd", jax.ffi.pycapsule(lib.MjConvFwd),
-                                    platform="cpu")  # fmt: skip
-        print(f"load average before: {os.getloadavg()[0]:.2f}")
-        kx, kw = jax.random.split(jax.random.key(0))
+def main(rounds: int = 7) -> None:
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        "images layer        ffi fwd           XLA fwd           ffi kernel grad   XLA kernel grad"
+    )
+    ffi_fwd = jax.jit(lambda x, w: conv_forward_p.bind(x[None], w[None], padding=PADS)[0])
+    ffi_kgrad = jax.jit(lambda x, dy: conv_kernel_grad_p.bind(
+        x[None], dy[None], padding=PADS, kernel=(3, 3))[0])  # fmt: skip
+    xla_fwd, xla_kgrad = jax.jit(_xla_forward), jax.jit(_xla_kernel_grad)
+    for images in (80, 2560):
         for size, channels in [(28, 1), (14, 64), (7, 64), (3, 64)]:
-            x = jax.random.normal(kx, (2560, size, size, channels))
+            kx, kw = jax.random.split(jax.random.key(size))
+            x = jax.random.normal(kx, (images, size, size, channels))
             w = 0.1 * jax.random.normal(kw, (3, 3, channels, 64))
-            ffi, xla = jax.jit(ffi_conv), jax.jit(xla_conv)
-            np.testing.assert_allclose(ffi(x, w), xla(x, w), rtol=2e-4, atol=2e-3)
-            flops = 2.0 * 2560 * size * size * 9 * channels * 64
-            rounds = [(gflops(ffi, x, w, flops), gflops(xla, x, w, flops)) for _ in range(2)]
-            print(f"{size:>2}x{size:<2} {channels:>2}->64  FFI " +
-                  " ".join(f"{a:6.1f}" for a, _ in rounds) + "  XLA " +
-                  " ".join(f"{b:6.1f}" for _, b in rounds) + "  GFLOP/s")  # fmt: skip
+            dy = xla_fwd(x, w)
+            np.testing.assert_allclose(ffi_fwd(x, w), dy, rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose(ffi_kgrad(x, dy), xla_kgrad(x, dy), rtol=1e-3, atol=1e-1)
+            flops = 2.0 * images * size * size * 9 * channels * 64
+            cells = [(ffi_fwd, (x, w)), (xla_fwd, (x, w)), (ffi_kgrad, (x, dy)),
+                     (xla_kgrad, (x, dy))]  # fmt: skip
+            for fn, args in cells:
+                _seconds(fn, *args)  # compile
+            times = [[] for _ in cells]
+            for _ in range(rounds):
+                for i, (fn, args) in enumerate(cells):
+                    times[i].append(_seconds(fn, *args))
+            row = "".join(f"{1e3 * (t := statistics.median(ts)):7.2f} ms {flops / t / 1e9:5.1f}   "
+                          for ts in times)  # fmt: skip
+            print(f"{images:6d} {size:2d}x{size:<2d}x{channels:<2d}  {row}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,11 @@ def ffi_conv(
     dtype = jnp.result_type(x, kernel)
     if dtype not in SUPPORTED_DTYPES:
         return im2col_conv(x, kernel, window_strides, padding, precision=precision)
+    if jax.default_backend() != "cpu":
+        raise ValueError(
+            f"ffi_conv is metajax's CPU kernel; the default backend is {jax.default_backend()}. "
+            "Use conv='auto' (XLA's convolution there) or conv='xla'."
+        )
     reason = build.unavailable_reason()
     if reason is not None:
         raise build.KernelUnavailableError(

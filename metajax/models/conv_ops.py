@@ -8,9 +8,9 @@ well. The price is memory: the patch tensor is ``kh * kw`` times the input.
 
 Measured on a 2-core CPU, first-order MAML, Conv4 on 5-way 1-shot Omniglot, 8 tasks: 13.9 s
 a meta-step with XLA's convolution under ``vmap``, 1.6 s with `im2col_conv` under ``vmap`` and
-1.0 s with `im2col_conv` one task at a time (``task_chunk=1``). With weights shared by the
-whole batch (Prototypical Networks) XLA's own convolution is faster (0.21 s against 0.30 s
-for a 20-way episode), so it stays the default.
+1.0 s with `im2col_conv` one task at a time (``task_chunk=1``). metajax's C++ kernel
+(`metajax.models.ffi_conv`) is faster again and is the CPU default where it builds;
+`im2col_conv` is the fallback where it does not (and the path for bfloat16).
 """
 
 from __future__ import annotations
