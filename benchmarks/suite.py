@@ -1,7 +1,7 @@
 """The benchmark suite: several implementations of each workload, measured in one run.
 
     python -m benchmarks.suite [--workloads a,b,c,d,e]
-                               [--impls metajax,jax,torch,torchfunc,torchopt]
+                               [--impls metajax,jax,torch,torchfunc,torchopt,learn2learn]
                                [--steps 10] [--json] [--peer-python PATH]
                                [--record FILE] [--worker-timeout 900]
 
@@ -11,7 +11,8 @@ machine's cores. Each reports the meta-loss at step 0 (which must agree across
 implementations), the compile (first-call) time, and meta-steps and tasks per second over
 ``--steps`` timed steps after that. The PyTorch peers (``torch``: a task loop with
 autograd; ``torchfunc``: ``torch.func`` vmap and grad of grad; ``torchopt``: TorchOpt's
-differentiable optimizer) run in the environment that `benchmarks/setup_peers.sh` creates
+differentiable optimizer; ``learn2learn``: its ``MAML`` wrapper's clone/adapt, on the MAML
+workloads) run in the environment that `benchmarks/setup_peers.sh` creates
 (``.venv-bench``, or ``--peer-python``), never in the package's own.
 
 GFLOP/s: each workload's meta-step is counted once, by XLA's cost analysis of the
@@ -39,7 +40,7 @@ import numpy as np
 from benchmarks.workloads import WORKLOADS, make_data, timed_steps
 
 JAX_IMPLS = ("metajax", "jax")
-TORCH_IMPLS = ("torch", "torchfunc", "torchopt")
+TORCH_IMPLS = ("torch", "torchfunc", "torchopt", "learn2learn")
 PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "python"
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,8 @@
 - ``torchfunc``: ``torch.func``: ``vmap`` over tasks, ``grad`` of ``grad``.
 - ``torchopt``: TorchOpt's differentiable functional optimizer (``torchopt.sgd`` with
   ``update(..., inplace=False)`` and ``apply_updates``) in a task loop, as its MAML examples.
+- ``learn2learn``: ``learn2learn.algorithms.MAML`` around an ``nn.Module`` holding the same
+  weights, ``clone()`` and ``adapt()`` per task, as its MAML examples (MAML workloads only).
 
 Runs on CUDA when PyTorch sees a GPU (``BENCH_DEVICE=cpu`` forces the CPU), and then reports
 the device's peak allocated memory too.
@@ -141,7 +143,76 @@ def torchopt_step(w):
     return step
 
 
+class SharedWeights(torch.nn.Module):
+    """The workload's model as an ``nn.Module`` over the shared weights, for learn2learn
+    (its ``clone``/``adapt`` swap the module's parameters for their adapted values)."""
+
+    def __init__(self, w, params):
+        super().__init__()
+        self.kind, self.names = w.kind, list(params)
+        for k, v in params.items():
+            self.register_parameter(k.replace("/", "__"), torch.nn.Parameter(v.detach()))
+
+    def forward(self, x):
+        p = {k: getattr(self, k.replace("/", "__")) for k in self.names}
+        return mlp(p, x) if self.kind == "sinusoid" else conv4(p, x, False)
+
+
+def learn2learn_maml():
+    """``learn2learn.algorithms.MAML``. learn2learn's package ``__init__`` imports its vision
+    data sets, hence torchvision, whose PyPI wheels are CUDA builds that pull in another torch;
+    where that import fails, the MAML module (torch-only: ``maml``, ``base_learner``,
+    ``utils``) is loaded without the package's ``__init__``: the same code runs."""
+    try:
+        import learn2learn
+
+        return learn2learn.algorithms.MAML
+    except ImportError:
+        import importlib.util
+        import types
+
+        root = importlib.util.find_spec("learn2learn").submodule_search_locations[0]
+        for name, path in (("learn2learn", root), ("learn2learn.algorithms", f"{root}/algorithms")):
+            package = types.ModuleType(name)
+            package.__path__ = [path]
+            sys.modules[name] = package
+        from learn2learn.algorithms.maml import MAML
+
+        return MAML
+
+
+def learn2learn_build(w, data, params):
+
+    if w.kind == "protonet":
+        raise SystemExit("learn2learn: the suite runs its MAML only (workloads a, b, c, e)")
+    maml = learn2learn_maml()(SharedWeights(w, params), lr=w.inner_lr,
+                              first_order=w.first_order)  # fmt: skip
+    opt = torch.optim.Adam(maml.parameters(), lr=w.outer_lr)
+
+    def loss(out, y):
+        return ((out - y) ** 2).mean() if w.kind == "sinusoid" else F.cross_entropy(out, y)
+
+    def task_loss(i):
+        learner = maml.clone()
+        for _ in range(w.inner_steps):
+            learner.adapt(loss(learner(data["sx"][i]), data["sy"][i]))
+        return loss(learner(data["qx"][i]), data["qy"][i])
+
+    def mean_loss(p):  # the step-0 check: metajax's initial weights are the module's
+        return sum(task_loss(i) for i in range(w.meta_batch)) / w.meta_batch
+
+    def step():
+        opt.zero_grad()
+        for i in range(w.meta_batch):
+            (task_loss(i) / w.meta_batch).backward()
+        opt.step()
+
+    return step, mean_loss
+
+
 def build(impl, w, data, params):
+    if impl == "learn2learn":
+        return learn2learn_build(w, data, params)
     opt = torch.optim.Adam(params.values(), lr=w.outer_lr)
     n = w.meta_batch
     if impl in ("torch", "torchopt"):
