@@ -158,15 +158,12 @@ class SharedWeights(torch.nn.Module):
         return mlp(p, x) if self.kind == "sinusoid" else conv4(p, x, False)
 
 
-def learn2learn_maml():
-    """``learn2learn.algorithms.MAML``. learn2learn's package ``__init__`` imports its vision
-    data sets, hence torchvision, whose PyPI wheels are CUDA builds that pull in another torch;
-    where that import fails, the MAML module (torch-only: ``maml``, ``base_learner``,
-    ``utils``) is loaded without the package's ``__init__``: the same code runs."""
+def _learn2learn_core():
+    """Imports learn2learn's torch-only modules without its package ``__init__`` where that
+    fails (it imports torchvision for its vision data sets; PyPI's torchvision wheels are CUDA
+    builds that pull in another torch). The same code runs."""
     try:
-        import learn2learn
-
-        return learn2learn.algorithms.MAML
+        import learn2learn  # noqa: F401
     except ImportError:
         import importlib.util
         import types
@@ -176,9 +173,39 @@ def learn2learn_maml():
             package = types.ModuleType(name)
             package.__path__ = [path]
             sys.modules[name] = package
-        from learn2learn.algorithms.maml import MAML
 
-        return MAML
+
+def learn2learn_maml():
+    """``learn2learn.algorithms.MAML`` (see `_learn2learn_core`)."""
+    _learn2learn_core()
+    from learn2learn.algorithms.maml import MAML
+
+    return MAML
+
+
+def learn2learn_episodes(images, counts, w, data):
+    """learn2learn's own episode pipeline: a ``MetaDataset`` over the images and a
+    ``TaskDataset`` with ``NWays``, ``KShots``, ``LoadData`` and ``RemapLabels``, one
+    ``sample()`` per task and ``partition_task`` into support and query, as its examples.
+    Returns ``next_batch()``, which fills ``data`` with a meta-batch."""
+    _learn2learn_core()
+    from learn2learn.data import MetaDataset, TaskDataset
+    from learn2learn.data.transforms import KShots, LoadData, NWays, RemapLabels
+    from learn2learn.data.utils import partition_task
+
+    x = np.concatenate([images[c, :n] for c, n in enumerate(counts)])
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    y = torch.cat([torch.full((int(n),), c) for c, n in enumerate(counts)])
+    meta = MetaDataset(torch.utils.data.TensorDataset(x, y))
+    tasks = TaskDataset(meta, [NWays(meta, w.way), KShots(meta, w.shot + w.query),
+                               LoadData(meta), RemapLabels(meta)])  # fmt: skip
+
+    def next_batch():
+        splits = [partition_task(*tasks.sample(), shots=w.shot) for _ in range(w.meta_batch)]
+        data.update(sx=[s[0][0] for s in splits], sy=[s[0][1] for s in splits],
+                    qx=[s[1][0] for s in splits], qy=[s[1][1] for s in splits])  # fmt: skip
+
+    return next_batch
 
 
 def learn2learn_build(w, data, params):
@@ -286,16 +313,19 @@ def main_episodes(impl, workload, steps, path, workers):
     w = WORKLOADS[workload]
     z = np.load(path)
     params = load_params(z)
-    loader = torch.utils.data.DataLoader(
-        EpisodeDataset(z["images"], z["counts"], w), batch_size=w.meta_batch,
-        num_workers=workers, shuffle=False,
-    )  # fmt: skip
-    batches = iter(loader)
     data = {}
+    if impl == "learn2learn":
+        next_batch = learn2learn_episodes(z["images"], z["counts"], w, data)
+    else:
+        loader = torch.utils.data.DataLoader(
+            EpisodeDataset(z["images"], z["counts"], w), batch_size=w.meta_batch,
+            num_workers=workers, shuffle=False,
+        )  # fmt: skip
+        batches = iter(loader)
 
-    def next_batch():
-        sx, sy, qx, qy = next(batches)
-        data.update(sx=sx.to(DEVICE), sy=sy.to(DEVICE), qx=qx.to(DEVICE), qy=qy.to(DEVICE))
+        def next_batch():
+            sx, sy, qx, qy = next(batches)
+            data.update(sx=sx.to(DEVICE), sy=sy.to(DEVICE), qx=qx.to(DEVICE), qy=qy.to(DEVICE))
 
     next_batch()
     step, mean_loss = build(impl, w, data, params)
