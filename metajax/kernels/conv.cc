@@ -20,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "cblas.h"
@@ -278,69 +279,61 @@ Geometry MakeGeometry(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions w
   return Geometry{x[0], x[1], x[2], x[3], x[4], w[1], w[2], w[4], y[2], y[3], pad_top, pad_left};
 }
 
-ffi::Error CheckRanks(ffi::AnyBuffer::Dimensions a, ffi::AnyBuffer::Dimensions b,
-                      ffi::AnyBuffer::Dimensions c) {
-  if (a.size() != 5 || b.size() != 5 || c.size() != 5) {
+// Both handlers: (input, second operand) -> result, where `kernel_dims` is whichever of the
+// three holds the kernel [G, KH, KW, C, O] and `out_dims` the [G, N, OH, OW, O] one. `run` is
+// called with a typed null pointer that selects float or double.
+template <typename Run>
+ffi::Error Dispatch(ffi::AnyBuffer x, ffi::AnyBuffer::Dimensions kernel_dims,
+                    ffi::AnyBuffer::Dimensions out_dims, int64_t pad_top, int64_t pad_left,
+                    const Run& run) {
+  if (x.dimensions().size() != 5 || kernel_dims.size() != 5 || out_dims.size() != 5) {
     return ffi::Error::InvalidArgument("metajax conv: operands must have rank 5");
   }
-  return ffi::Error::Success();
-}
-
-ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
-                           int64_t pad_top, int64_t pad_left) {
-  if (auto err = CheckRanks(x.dimensions(), w.dimensions(), y->dimensions()); err.failure()) {
-    return err;
-  }
-  const Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), pad_top,
-                                  pad_left);
+  const Geometry g = MakeGeometry(x.dimensions(), kernel_dims, out_dims, pad_top, pad_left);
   switch (x.element_type()) {
     case ffi::F32:
-      Forward(pool, x.typed_data<float>(), w.typed_data<float>(), y->typed_data<float>(), g);
+      run(static_cast<float*>(nullptr), g);
       return ffi::Error::Success();
     case ffi::F64:
-      Forward(pool, x.typed_data<double>(), w.typed_data<double>(), y->typed_data<double>(), g);
+      run(static_cast<double*>(nullptr), g);
       return ffi::Error::Success();
     default:
       return ffi::Error::InvalidArgument("metajax conv: float32 and float64 only");
   }
+}
+
+ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w,
+                           ffi::Result<ffi::AnyBuffer> y, int64_t pad_top, int64_t pad_left) {
+  return Dispatch(x, w.dimensions(), y->dimensions(), pad_top, pad_left,
+                  [&](auto* type, const Geometry& g) {
+                    using T = std::remove_pointer_t<decltype(type)>;
+                    Forward(pool, x.typed_data<T>(), w.typed_data<T>(), y->typed_data<T>(), g);
+                  });
 }
 
 ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                               ffi::Result<ffi::AnyBuffer> dw, int64_t pad_top,
                               int64_t pad_left) {
-  if (auto err = CheckRanks(x.dimensions(), dw->dimensions(), dy.dimensions()); err.failure()) {
-    return err;
-  }
-  const Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), pad_top,
-                                  pad_left);
-  switch (x.element_type()) {
-    case ffi::F32:
-      KernelGrad(pool, x.typed_data<float>(), dy.typed_data<float>(), dw->typed_data<float>(), g);
-      return ffi::Error::Success();
-    case ffi::F64:
-      KernelGrad(pool, x.typed_data<double>(), dy.typed_data<double>(), dw->typed_data<double>(), g);
-      return ffi::Error::Success();
-    default:
-      return ffi::Error::InvalidArgument("metajax conv: float32 and float64 only");
-  }
+  return Dispatch(x, dw->dimensions(), dy.dimensions(), pad_top, pad_left,
+                  [&](auto* type, const Geometry& g) {
+                    using T = std::remove_pointer_t<decltype(type)>;
+                    KernelGrad(pool, x.typed_data<T>(), dy.typed_data<T>(), dw->typed_data<T>(),
+                               g);
+                  });
+}
+
+// One signature for both: thread pool, two operands, one result, the top and left padding.
+auto Binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Ret<ffi::AnyBuffer>()
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MetajaxConvForward, ConvForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MetajaxConvKernelGrad, ConvKernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MetajaxConvForward, ConvForwardImpl, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MetajaxConvKernelGrad, ConvKernelGradImpl, Binding());
