@@ -24,6 +24,7 @@ image axis.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,9 +64,15 @@ def _kernel_grad_abstract(x, dy, *, padding: Pads, kernel: tuple[int, int]):
     return jax.core.ShapedArray((x.shape[0], *kernel, x.shape[4], dy.shape[4]), x.dtype)
 
 
+@functools.cache
+def _compiled(prim: Primitive, params: tuple):
+    return jax.jit(lambda *a: prim.bind(*a, **dict(params)))
+
+
 def _impl(prim: Primitive):
+    # Outside jit the primitive runs as a one-op program, compiled once per shape and params.
     def impl(*args, **params):
-        return jax.jit(lambda *a: prim.bind(*a, **params))(*args)
+        return _compiled(prim, tuple(sorted(params.items())))(*args)
 
     return impl
 
