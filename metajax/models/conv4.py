@@ -30,7 +30,7 @@ def resolve_conv(conv: str, backend: str | None = None) -> str:
     on GPU and TPU; any other name is returned as is.
 
     Why: on CPU, XLA's convolution runs at 40-52 GFLOP/s at best and a tenth of that under
-    ``vmap`` with per-task kernels or inside a loop body; the C++ kernel holds 80-125 on the
+    ``vmap`` with per-task kernels or inside a loop body; the C++ kernel holds 82-150 on the
     64-channel layers in all three settings (``benchmarks/RESULTS.md``).
 
     Args:
