@@ -79,12 +79,12 @@ def metajax_worker(workload: str, steps: int) -> dict:
     import optax
 
     from benchmarks.workloads import timed_steps
-    from metajax.train.trainer import init_state, make_meta_step
+    from metajax.training.trainer import init_state, make_meta_step
 
     experiment = _config(workload).build()
     optimizer = optax.adam(1e-3)
-    step = jax.jit(make_meta_step(experiment.algorithm, experiment.train_tasks, optimizer, 32))
-    state = init_state(experiment.algorithm, optimizer, seed=0)
+    step = jax.jit(make_meta_step(experiment.learner, experiment.train_tasks, 32))
+    state = init_state(experiment.learner, optimizer, seed=0)
     t0 = time.perf_counter()
     state, metrics = jax.block_until_ready(step(state))
     compile_s = time.perf_counter() - t0

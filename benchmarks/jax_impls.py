@@ -17,6 +17,7 @@ import optax
 from benchmarks.workloads import Workload
 from metajax import IMAML, MAML, from_nnx, losses
 from metajax.algorithms import ProtoNet
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Split, Task
 from metajax.models import MLP, Conv4
 
@@ -56,18 +57,18 @@ def build_metajax(
     if w.kind == "protonet":
         algorithm = ProtoNet(model, task_chunk=chunk)
     elif implicit:
-        algorithm = IMAML(model, losses.cross_entropy, optax.sgd(w.inner_lr),
-                          inner_steps=w.inner_steps, lam=2.0, cg_steps=5, unroll=bool(unroll),
-                          task_chunk=chunk)  # fmt: skip
+        algorithm = IMAML(model, losses.cross_entropy, InnerLoop(optax.sgd(w.inner_lr), steps=w.inner_steps, unroll=bool(unroll)), lam=2.0, cg_steps=5, task_chunk=chunk)  # fmt: skip
     else:
         algorithm = MAML(
             model,
             losses.mse if w.kind == "sinusoid" else losses.cross_entropy,
-            optax.sgd(w.inner_lr),
-            inner_steps=w.inner_steps,
-            first_order=w.first_order,
-            unroll=(w.kind == "maml" and not remat) if unroll is None else unroll,
-            remat=remat,
+            InnerLoop(
+                optax.sgd(w.inner_lr),
+                steps=w.inner_steps,
+                first_order=w.first_order,
+                remat=remat,
+                unroll=(w.kind == "maml" and not remat) if unroll is None else unroll,
+            ),
             task_chunk=chunk,
         )
     tasks = Task(Split(data["sx"], data["sy"]), Split(data["qx"], data["qy"]), {})

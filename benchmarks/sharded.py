@@ -36,7 +36,7 @@ def main() -> None:
     import numpy as np
 
     from metajax.config import get_config, override
-    from metajax.train.trainer import init_state, make_meta_step, make_train_fn, task_mesh
+    from metajax.training.trainer import init_state, make_meta_step, make_train_fn, task_mesh
 
     config = override(get_config("sinusoid-maml"), [f"meta_batch_size={args.meta_batch}"])
     experiment = config.build()
@@ -44,17 +44,16 @@ def main() -> None:
     for name, mesh in (("1 device", None), (f"{jax.device_count()} devices", task_mesh())):
         fn = make_train_fn(
             make_meta_step(
-                experiment.algorithm,
+                experiment.learner,
                 experiment.train_tasks,
-                experiment.optimizer,
                 args.meta_batch,
                 mesh,
             )  # fmt: skip
         )
         # One meta-step from the same state: the agreement check (the call donates its state).
-        one, _ = fn(init_state(experiment.algorithm, experiment.optimizer, seed=0), 1)
+        one, _ = fn(init_state(experiment.learner, experiment.optimizer, seed=0), 1)
         first[name] = jax.tree.leaves(jax.device_get(one.params))
-        state = init_state(experiment.algorithm, experiment.optimizer, seed=0)
+        state = init_state(experiment.learner, experiment.optimizer, seed=0)
         t0 = time.perf_counter()
         state, _ = jax.block_until_ready(fn(state, args.steps))
         compile_s = time.perf_counter() - t0

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 import metajax
+from metajax.core.inner import InnerLoop
 from metajax.models import MLP
 
 META_BATCH, K, ALPHA, LR = 25, 10, 0.01, 1e-3
@@ -79,10 +80,10 @@ def plain_jax_train_fn():
 
 def metajax_train_fn():
     model = metajax.from_nnx(lambda rngs: MLP(1, 1, (40, 40), rngs=rngs))
-    maml = metajax.MAML(model, metajax.losses.mse, optax.sgd(ALPHA), inner_steps=1)
+    maml = metajax.MAML(model, metajax.losses.mse, InnerLoop(optax.sgd(ALPHA), steps=1))
     opt = optax.adam(LR)
     run = metajax.make_train_fn(
-        metajax.make_meta_step(maml, metajax.Sinusoid(k_shot=K, k_query=K), opt, META_BATCH)
+        metajax.make_meta_step(maml, metajax.Sinusoid(k_shot=K, k_query=K), META_BATCH)
     )
     return (lambda state, n: run(state, n)[0]), metajax.init_state(maml, opt, seed=0)
 

@@ -2,7 +2,8 @@
 
 Models are pure functions, inner loops run under ``lax.scan`` and are differentiated with
 ``jax.grad``, tasks of a meta-batch run side by side under ``vmap``, and a whole meta-step is
-one compiled XLA program.
+one compiled XLA program. Every learner follows one protocol (`MetaLearner`): ``init``,
+``meta_loss``, ``update``, ``adapt``, ``predict``, ``evaluate_task``.
 """
 
 from metajax import losses
@@ -10,16 +11,30 @@ from metajax.algorithms import (
     ANIL,
     IMAML,
     MAML,
-    GradientAlgorithm,
+    FastWeights,
+    GradientLearner,
     MAMLPlusPlus,
-    MetaAlgorithm,
     MetaSGD,
     Pretrained,
+    ProtoNet,
+    Prototypes,
     Reptile,
     fomaml,
 )
-from metajax.config import BaseConfig, Experiment, get_config, override
+from metajax.config import (
+    Benchmark,
+    Config,
+    ConfigError,
+    Experiment,
+    LearnerConfig,
+    TrainerConfig,
+    get_config,
+    override,
+    register_algorithm,
+    register_config,
+)
 from metajax.core import (
+    InnerLoop,
     InnerResult,
     Model,
     Split,
@@ -31,16 +46,20 @@ from metajax.core import (
     from_nnx,
     sample_tasks,
 )
-from metajax.learner import Learner, load  # noqa: E402
-from metajax.tasks import Sinusoid
-from metajax.train import (
+from metajax.core.learner import MetaLearner, Metric, TrainState, apply_meta_gradient
+from metajax.datasets.images import ClassImages
+from metajax.models import MLP, Conv4, ResNet12, ffi_conv, resolve_conv
+from metajax.tasks import Episodes, Sinusoid
+from metajax.trained import TrainedLearner, load
+from metajax.training import (
     NonFiniteLossError,
-    TrainState,
     evaluate,
     init_state,
     load_state,
     make_meta_step,
     make_train_fn,
+    restore_state,
+    save_state,
     train,
 )
 
@@ -48,27 +67,43 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
-    "MAML",
-    "MAMLPlusPlus",
-    "BaseConfig",
-    "Experiment",
-    "GradientAlgorithm",
     "IMAML",
+    "MAML",
+    "MLP",
+    "Benchmark",
+    "ClassImages",
+    "Config",
+    "ConfigError",
+    "Conv4",
+    "Episodes",
+    "Experiment",
+    "FastWeights",
+    "GradientLearner",
+    "InnerLoop",
     "InnerResult",
-    "Learner",
-    "MetaAlgorithm",
+    "LearnerConfig",
+    "MAMLPlusPlus",
+    "MetaLearner",
     "MetaSGD",
+    "Metric",
     "Model",
     "NonFiniteLossError",
     "Pretrained",
+    "ProtoNet",
+    "Prototypes",
     "Reptile",
+    "ResNet12",
     "Sinusoid",
     "Split",
     "Task",
     "TaskDistribution",
     "TrainState",
+    "TrainedLearner",
+    "TrainerConfig",
     "adapt",
+    "apply_meta_gradient",
     "evaluate",
+    "ffi_conv",
     "fomaml",
     "from_function",
     "from_linen",
@@ -81,6 +116,11 @@ __all__ = [
     "make_meta_step",
     "make_train_fn",
     "override",
+    "register_algorithm",
+    "register_config",
+    "resolve_conv",
+    "restore_state",
     "sample_tasks",
+    "save_state",
     "train",
 ]

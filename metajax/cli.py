@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -13,11 +14,20 @@ from pathlib import Path
 import jax
 
 from metajax import config as config_lib
-from metajax.datasets.download import DataFileError
-from metajax.train import checkpoint
-from metajax.train.evaluate import evaluate
-from metajax.train.plots import plot_regression_adaptation
-from metajax.train.trainer import NonFiniteLossError, load_state, train
+from metajax.errors import UserError
+from metajax.training.evaluate import evaluate
+from metajax.training.plots import plot_regression_adaptation
+from metajax.training.trainer import (
+    NonFiniteLossError,
+    load_state,
+    read_run_config,
+    run_config,
+    train,
+)
+
+# Errors that are the user's to fix (a config, a data file, a run folder): one line, exit 2.
+# Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError,)
 
 
 def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
@@ -28,21 +38,35 @@ def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(line(k, v) for k, v in metrics.items())
 
 
+def _with_data_dir(config: config_lib.Config, data_dir: str | None) -> config_lib.Config:
+    if data_dir is None:
+        return config
+    if "data_dir" not in {f.name for f in dataclasses.fields(config.benchmark)}:
+        raise config_lib.ConfigError(f"--data-dir: {config.name} reads no data files.")
+    return config.replace(data_dir=str(Path(data_dir).expanduser().resolve()))
+
+
 def _evaluate_run(
-    workdir: Path, num_tasks: int | None, changes: Sequence[str] = ()
+    workdir: Path, num_tasks: int | None, changes: Sequence[str] = (), data_dir: str | None = None
 ) -> tuple[str, dict]:
-    config, _, state = load_state(workdir)
+    config = _with_data_dir(read_run_config(workdir), data_dir)
+    _, _, state = load_state(workdir, config=config)
     config = config_lib.override(config, changes)
     experiment = config.build()
-    wanted = jax.eval_shape(experiment.algorithm.init, jax.random.key(0))
+    wanted = jax.eval_shape(experiment.learner.init, jax.random.key(0))
     if jax.tree.map(lambda a: a.shape, wanted) != jax.tree.map(lambda a: a.shape, state.params):
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"{workdir} was trained with a model whose shape {', '.join(changes)} would change "
             "(for example a classifier head of another width). Evaluate it with its training "
             "n_way, or train a ProtoNet, whose n_way is free at test time."
         )
+    trainer = config.trainer
     metrics = evaluate(
-        experiment, state.params, num_tasks=num_tasks or config.eval_tasks, seed=config.eval_seed
+        experiment.learner,
+        experiment.test_tasks,
+        state.params,
+        num_tasks=trainer.eval_tasks if num_tasks is None else num_tasks,
+        seed=trainer.eval_seed,
     )
     return config.name, metrics
 
@@ -53,9 +77,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         # JAX_NUM_PROCESSES and JAX_PROCESS_ID); run the same command on every host.
         jax.distributed.initialize()
     config = config_lib.override(config_lib.get_config(args.config), args.set or [])
+    config = _with_data_dir(config, args.data_dir)
     workdir = Path(args.workdir or f"runs/{config.name}")
+    config = run_config(config, workdir)
     experiment = config.build()
-    print(f"metajax: training {config.name} for {config.steps:,} meta-steps in {workdir}")
+    trainer = config.trainer
+    print(f"metajax: training {config.name} for {trainer.steps:,} meta-steps in {workdir}")
     t0 = time.perf_counter()
     try:
         state = train(config, workdir, experiment=experiment, progress=args.progress)
@@ -64,36 +91,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     wall = time.perf_counter() - t0
     print(f"metajax: trained to step {int(state.step):,} in {wall:.1f}s")
-    metrics = evaluate(experiment, state.params, num_tasks=config.eval_tasks, seed=config.eval_seed)
-    print(f"metajax: evaluation on {config.eval_tasks} test tasks:\n{_format_metrics(metrics)}")
+    metrics = evaluate(experiment.learner, experiment.test_tasks, state.params,
+                       num_tasks=trainer.eval_tasks, seed=trainer.eval_seed)  # fmt: skip
+    print(f"metajax: evaluation on {trainer.eval_tasks} test tasks:\n{_format_metrics(metrics)}")
     if jax.process_index() == 0:
         # Written atomically, so a crash mid-write never leaves a truncated results file.
-        record = {"config": config.name, "seed": config.seed, "step": int(state.step),
-                  "train_s": round(wall, 1), "eval_tasks": config.eval_tasks, "metrics": metrics}  # fmt: skip
+        record = {"config": config.name, "algorithm": config.algorithm, "seed": trainer.seed,
+                  "step": int(state.step), "train_s": round(wall, 1),
+                  "eval_tasks": trainer.eval_tasks, "metrics": metrics}  # fmt: skip
         tmp = workdir / "results.json.tmp"
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(workdir / "results.json")
-    if hasattr(experiment.test_tasks, "function"):
-        plot = workdir / "adaptation.png"
-        plot_regression_adaptation(experiment, state.params, plot)
-        print(f"metajax: wrote {plot}")
+        if hasattr(experiment.test_tasks, "function"):
+            plot = workdir / "adaptation.png"
+            plot_regression_adaptation(
+                experiment.learner, experiment.test_tasks, state.params, plot
+            )
+            print(f"metajax: wrote {plot}")
     return 0
 
 
 def _eval_one_shot_runs(args: argparse.Namespace) -> int:
     from metajax.datasets import omniglot_runs
-    from metajax.learner import load
-    from metajax.train.evaluate import mean_ci95
+    from metajax.trained import load
+    from metajax.training.evaluate import mean_ci95
 
-    if args.n_way or args.k_shot or args.tasks:
-        raise ValueError(
+    if args.n_way is not None or args.k_shot is not None or args.tasks is not None:
+        raise config_lib.ConfigError(
             "--omniglot-runs fixes the episodes (20-way 1-shot, 20 runs); drop --n-way, "
             "--k-shot and --tasks."
         )
     runs = omniglot_runs.load_one_shot_runs(args.omniglot_runs)
     learner = load(args.workdir)
     rates = omniglot_runs.one_shot_error_rates(learner.predict, runs)
-    name = json.loads((Path(args.workdir) / "config.json").read_text()).get("name", "")
+    name = learner.config.name if learner.config is not None else ""
     metrics = {"error_rate": mean_ci95(rates), "run_error_rates": rates.tolist()}
     if args.json:
         print(json.dumps({"config": name, "metrics": metrics}))
@@ -112,8 +143,13 @@ def _eval_one_shot_runs(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.omniglot_runs:
         return _eval_one_shot_runs(args)
-    changes = [f"{k}={v}" for k, v in (("n_way", args.n_way), ("k_shot", args.k_shot)) if v]
-    name, metrics = _evaluate_run(Path(args.workdir), args.tasks, changes)
+    for flag, value, minimum in (("--tasks", args.tasks, 2), ("--n-way", args.n_way, 1),
+                                 ("--k-shot", args.k_shot, 1)):  # fmt: skip
+        if value is not None and value < minimum:
+            raise config_lib.ConfigError(f"{flag} must be >= {minimum}, got {value}.")
+    changes = [f"{k}={v}" for k, v in (("n_way", args.n_way), ("k_shot", args.k_shot))
+               if v is not None]  # fmt: skip
+    name, metrics = _evaluate_run(Path(args.workdir), args.tasks, changes, args.data_dir)
     if args.json:
         print(json.dumps({"config": name, "metrics": metrics}))
     else:
@@ -122,21 +158,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from metajax import algorithms, tasks
+    from metajax import tasks
 
     print("configs:")
     for name, factory in sorted(config_lib.available_configs().items()):
-        cfg = factory(name=name)
-        print(f"  {name:<24} {type(cfg).__name__}, {cfg.steps:,} steps")
+        cfg = factory()
+        about = cfg.description or f"{cfg.algorithm} on {type(cfg.benchmark).__name__}"
+        print(f"  {name:<28} {about}")
     print("algorithms:")
-    for name in algorithms.__all__:
-        obj = getattr(algorithms, name)
-        doc = (obj.__doc__ or "").strip().splitlines()
-        print(f"  {name:<24} {doc[0] if doc else ''}")
+    for name, cls in sorted(config_lib.algorithms().items()):
+        print(f"  {name:<28} {cls.summary}")
     print("task distributions:")
     for name in tasks.__all__:
         doc = (getattr(tasks, name).__doc__ or "").strip().splitlines()
-        print(f"  {name:<24} {doc[0] if doc else ''}")
+        print(f"  {name:<28} {doc[0] if doc else ''}")
     return 0
 
 
@@ -196,17 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cache is not None and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    if getattr(args, "data_dir", None):
-        os.environ["METAJAX_DATA_DIR"] = args.data_dir
     try:
         return args.func(args)
-    except (
-        config_lib.ConfigError,
-        checkpoint.CheckpointError,
-        DataFileError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
+    except USER_ERRORS as err:
         print(f"metajax: error: {err}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,8 @@ import chex
 import jax.numpy as jnp
 import optax
 
+from metajax.core.learner import Metric
+
 
 def mse(predictions: chex.Array, targets: chex.Array) -> chex.Array:
     """Mean squared error over all elements.
@@ -27,3 +29,10 @@ def cross_entropy(logits: chex.Array, labels: chex.Array) -> chex.Array:
 def accuracy(logits: chex.Array, labels: chex.Array) -> chex.Array:
     """The fraction of ``argmax(logits)`` equal to ``labels``."""
     return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+MSE = Metric("mse", mse)
+"""The regression test metric, mean squared error (``mse_after_k`` in evaluations)."""
+
+ACCURACY = Metric("accuracy", accuracy)
+"""The classification test metric, the fraction of correct labels."""

@@ -147,13 +147,13 @@ def test_minimal_family_configs_build_a_whole_meta_step(monkeypatch, tmp_path_fa
     import jax
 
     from metajax.config import get_config, override
-    from metajax.train.trainer import init_state, make_meta_step
+    from metajax.training.trainer import init_state, make_meta_step
 
     monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded"))
     config = override(get_config(f"omniglot-minimal-{alg}"), [f"data_dir={SHARED}", "filters=8"])
     exp = config.build()
-    state = init_state(exp.algorithm, exp.optimizer, seed=0)
-    step = make_meta_step(exp.algorithm, exp.train_tasks, exp.optimizer, config.meta_batch_size)
+    state = init_state(exp.learner, exp.optimizer, seed=0)
+    step = make_meta_step(exp.learner, exp.train_tasks, config.meta_batch_size)
     new, metrics = jax.eval_shape(step, state)
     assert jax.tree.structure(new.params) == jax.tree.structure(state.params)
     assert metrics["meta_loss"].shape == ()

@@ -20,7 +20,8 @@ def test_named_configs_have_the_paper_settings():
     assert get_config("sinusoid-pretrained").algorithm == "pretrained"
     for name in available_configs():
         c = get_config(name)
-        assert {"steps", "seed", "meta_batch_size"} <= set(to_dict(c))
+        assert {"steps", "seed", "meta_batch_size"} <= set(to_dict(c)["trainer"])
+        assert c.name == name and c.description
 
 
 def test_override_converts_types():
@@ -38,12 +39,30 @@ def test_override_converts_types():
         ("remat=maybe", r"Bad value 'maybe' for remat.*bool"),
         ("steps", r"--set expects key=value"),
         ("meta_batch_size=0", r"meta_batch_size must be >= 1"),
-        ("algorithm=sgd", r"algorithm must be one of"),
+        ("algorithm=sgd", r"Unknown algorithm 'sgd'. Registered: .*maml"),
+        ("cg_steps=9", r"'cg_steps' is a setting of imaml, not of maml"),
+        ("transductive=false", r"'transductive' is a setting of reptile, not of maml"),
+        ("steps=3 steps=4", r"--set gives steps twice"),
+        ("inner_lr=nan", r"inner_lr must be finite and > 0"),
+        ("hidden=", r"hidden needs at least one layer width"),
+        ("hidden=0", r"hidden needs at least one layer width >= 1"),
+        ("eval_tasks=1", r"eval_tasks must be >= 2"),
     ],
 )
 def test_bad_overrides_are_clear_errors(assignment, message):
     with pytest.raises(ConfigError, match=message):
-        override(get_config("sinusoid-maml"), [assignment])
+        override(get_config("sinusoid-maml"), assignment.split(" "))
+
+
+def test_switching_algorithm_keeps_the_named_configs_settings():
+    cfg = override(get_config("omniglot-minimal-maml"), ["algorithm=imaml", "cg_steps=9"])
+    assert (cfg.algorithm, cfg.learner.cg_steps, cfg.learner.inner_lr) == ("imaml", 9, 0.4)
+    assert cfg.learner.eval_steps == (3,) and cfg.steps == 600
+    # fomaml's own default survives a switch from MAML (its first_order was MAML's default).
+    assert override(get_config("sinusoid-maml"), ["algorithm=fomaml"]).learner.first_order
+    assert "first_order" not in {
+        f for f in to_dict(override(cfg, ["algorithm=reptile"]))["learner"]
+    }
 
 
 def test_unknown_config_lists_known_ones():
@@ -85,7 +104,9 @@ def test_auto_conv_and_task_chunk_follow_the_backend(
 
     monkeypatch.setattr(kernels, "available", lambda: kernel)
     config = override(get_config("omniglot-maml"), assignments)
-    assert config.conv_and_task_chunk(backend) == expected
+    per_task_weights = config.learner.per_task_weights
+    got = config.benchmark.conv_and_task_chunk(backend, per_task_weights, config.meta_batch_size)
+    assert got == expected
 
 
 @pytest.mark.parametrize("name", ["sinusoid-reptile", "sinusoid-metasgd", "sinusoid-anil",
@@ -94,31 +115,31 @@ def test_sinusoid_algorithm_configs_train_and_adapt(name):
     import jax
     import numpy as np
 
-    from metajax.train.trainer import init_state, make_meta_step, make_train_fn
+    from metajax.training.trainer import init_state, make_meta_step, make_train_fn
 
     config = override(get_config(name), ["meta_batch_size=4"])
     exp = config.build()
-    state = init_state(exp.algorithm, exp.optimizer, seed=0)
-    train_fn = make_train_fn(
-        make_meta_step(exp.algorithm, exp.train_tasks, exp.optimizer, config.meta_batch_size)
-    )
+    state = init_state(exp.learner, exp.optimizer, seed=0)
+    train_fn = make_train_fn(make_meta_step(exp.learner, exp.train_tasks, config.meta_batch_size))
     before = jax.device_get(state.params)  # the call donates the state
     new, metrics = train_fn(state, 3)
     assert bool(np.all(np.isfinite(metrics["meta_loss"]))) and bool(metrics["finite"].all())
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new.params, before)
     assert max(jax.tree.leaves(moved)) > 0
     task = exp.test_tasks.sample(jax.random.key(1))
-    adapted = exp.algorithm.adapt(new.params, task.support, steps=2).params
-    assert exp.algorithm.predict(adapted, task.query.x).shape == task.query.y.shape
+    adapted = exp.learner.adapt(new.params, task.support, steps=2)
+    assert exp.learner.predict(adapted, task.query.x).shape == task.query.y.shape
 
 
 def test_line_search_inner_solvers_are_refused_where_the_inner_loop_is_differentiated():
     config = override(get_config("sinusoid-maml"), ["inner_optimizer=lbfgs"])
     with pytest.raises(ValueError, match="while_loop, which cannot be differentiated; maml"):
         config.build()
+    with pytest.raises(ValueError, match="applies only with lslr=false"):
+        override(get_config("omniglot-minimal-mamlpp"), ["inner_optimizer=lbfgs"])
+    mamlpp = override(get_config("omniglot-minimal-mamlpp"), ["inner_optimizer=lbfgs", "lslr=0"])
     with pytest.raises(ValueError, match="while_loop, which cannot be differentiated; mamlpp"):
-        mamlpp = override(get_config("omniglot-minimal-mamlpp"), ["inner_optimizer=lbfgs"])
-        mamlpp.gradient_algorithm((28, 28, 1), "xla", None)
+        mamlpp.learner.build(mamlpp.benchmark.env(mamlpp.learner, mamlpp.trainer, "demo"))
     for solver in ("lbfgs", "sgd_linesearch"):
         override(get_config("sinusoid-imaml"), [f"inner_optimizer={solver}"]).build()
         override(get_config("sinusoid-reptile"), [f"inner_optimizer={solver}"]).build()

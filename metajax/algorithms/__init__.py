@@ -1,39 +1,41 @@
-"""Meta-learning algorithms, one file each, on the shared inner-loop engine."""
+"""Meta-learning algorithms, one file each, registering themselves.
+
+Every module in this folder is imported here, so an algorithm's file registers its config
+(`metajax.config.register_algorithm`) without any edit elsewhere.
+"""
+
+import importlib
+import pkgutil
 
 from metajax.algorithms.anil import ANIL
-from metajax.algorithms.base import (
-    GradientAlgorithm,
-    LossAlgorithm,
-    MetaAlgorithm,
-    map_chunks,
-    map_tasks,
-    vmap_mean,
-)
+from metajax.algorithms.base import FastWeights, GradientLearner, InnerLoopLearner
 from metajax.algorithms.imaml import IMAML
 from metajax.algorithms.maml import MAML, fomaml
 from metajax.algorithms.mamlpp import MAMLPlusPlus, multi_step_weights, per_step_sgd
 from metajax.algorithms.metasgd import MetaSGD, learned_sgd
 from metajax.algorithms.pretrain import Pretrained
-from metajax.algorithms.protonet import ProtoNet
-from metajax.algorithms.reptile import Reptile
+from metajax.algorithms.protonet import ProtoNet, Prototypes
+from metajax.algorithms.reptile import Reptile, ReptileWeights
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ANIL",
-    "LossAlgorithm",
-    "ProtoNet",
-    "GradientAlgorithm",
     "IMAML",
     "MAML",
+    "FastWeights",
+    "GradientLearner",
+    "InnerLoopLearner",
     "MAMLPlusPlus",
-    "MetaAlgorithm",
     "MetaSGD",
-    "Reptile",
     "Pretrained",
+    "ProtoNet",
+    "Prototypes",
+    "Reptile",
+    "ReptileWeights",
     "fomaml",
     "learned_sgd",
-    "map_chunks",
-    "map_tasks",
     "multi_step_weights",
     "per_step_sgd",
-    "vmap_mean",
 ]

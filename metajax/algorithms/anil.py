@@ -25,16 +25,18 @@ from typing import Any
 
 import chex
 import jax
-import optax
 
-from metajax.algorithms.base import LossAlgorithm, Metrics, inner_loop
+from metajax.algorithms.base import InnerLoopLearner
+from metajax.algorithms.maml import MAMLConfig
+from metajax.config import BuildEnv, register_algorithm
 from metajax.core.functional import Model
-from metajax.core.inner import InnerResult
+from metajax.core.inner import InnerLoop, InnerResult
+from metajax.core.learner import Metrics
 from metajax.core.types import Params, Split, Task
 
 
 @dataclasses.dataclass(frozen=True)
-class ANIL(LossAlgorithm):
+class ANIL(InnerLoopLearner):
     """ANIL: MAML's inner loop on the head alone, over features computed once per task.
 
     Meta-parameters are ``{"body": ..., "head": ...}``; adapted parameters have the same
@@ -44,15 +46,15 @@ class ANIL(LossAlgorithm):
       body: features ``f(params, x)``.
       head: the adapted part, ``h(params, features)``.
       loss: ``loss(predictions, targets) -> scalar``.
-      inner_optimizer: the head's inner optax optimizer.
-      inner_steps, first_order, remat, unroll: as for `MAML`.
+      inner: the head's inner loop (`metajax.InnerLoop`).
 
     Example:
       >>> import jax, optax
-      >>> from metajax import Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
       >>> anil = ANIL(from_nnx(lambda r: MLP(1, 8, (16,), rngs=r)),
-      ...             from_nnx(lambda r: MLP(8, 1, (), rngs=r)), losses.mse, optax.sgd(0.01))
+      ...             from_nnx(lambda r: MLP(8, 1, (), rngs=r)), losses.mse,
+      ...             InnerLoop(optax.sgd(0.01)))
       >>> params = anil.init(jax.random.key(0))
       >>> grads, metrics = anil.meta_grad(params, Sinusoid().sample(jax.random.key(1)),
       ...                                 jax.random.key(2))
@@ -63,18 +65,17 @@ class ANIL(LossAlgorithm):
     body: Model
     head: Model
     loss: Callable[[chex.Array, chex.Array], chex.Array]
-    inner_optimizer: optax.GradientTransformation
-    inner_steps: int = 1
-    first_order: bool = False
-    remat: bool = False
-    unroll: bool = False
+    inner: InnerLoop
 
     def init(self, key: chex.PRNGKey) -> Params:
         body_key, head_key = jax.random.split(key)
         return {"body": self.body.init(body_key), "head": self.head.init(head_key)}
 
-    def predict(self, params: Params, x: chex.Array) -> chex.Array:
+    def apply(self, params: Params, x: chex.Array) -> chex.Array:
         return self.head.apply(params["head"], self.body.apply(params["body"], x))
+
+    def initial(self, meta_params: Params) -> Params:
+        return meta_params
 
     def head_loss(self, head_params: Params, features: Split) -> chex.Array:
         """The loss of the head on precomputed features."""
@@ -89,9 +90,9 @@ class ANIL(LossAlgorithm):
         track: Callable[[Params], Any] | None = None,
     ) -> InnerResult:
         """The inner loop on the head alone, over support features."""
-        return inner_loop(self, self.head_loss, head_params, features, steps=steps, track=track)
+        return self.inner.run(self.head_loss, head_params, features, steps=steps, track=track)
 
-    def adapt(
+    def run_inner(
         self,
         meta_params: Params,
         support: Split,
@@ -100,7 +101,7 @@ class ANIL(LossAlgorithm):
         track: Callable[[Params], Any] | None = None,
     ) -> InnerResult:
         """Adapted ``{"body", "head"}`` parameters from a support split; ``track`` sees the
-        whole network's parameters, like `MAML.adapt`'s."""
+        whole network's parameters."""
         body = meta_params["body"]
         features = Split(self.body.apply(body, support.x), support.y)
         track_head = None if track is None else (lambda head: track({"body": body, "head": head}))
@@ -118,7 +119,20 @@ class ANIL(LossAlgorithm):
         query_loss = self.head_loss(inner.params, query)
         support_loss = (
             inner.support_losses[0]
-            if self.inner_steps > 0
+            if self.inner.steps > 0
             else self.head_loss(meta_params["head"], support)
         )
         return query_loss, {"meta_loss": query_loss, "support_loss": support_loss}
+
+
+@register_algorithm("anil")
+@dataclasses.dataclass(frozen=True)
+class ANILConfig(MAMLConfig):
+    """ANIL (Raghu et al. 2020): MAML's inner loop on the last layer alone."""
+
+    def build(self, env: BuildEnv) -> ANIL:
+        body, head = env.body_and_head()
+        optimizer = self.make_optimizer(differentiated=True, config=env.config)
+        inner = self.inner_loop(env, optimizer, **self.second_order())
+        return ANIL(body, head, env.loss, inner, metric=env.metric,
+                    eval_steps=self.test_steps(), task_chunk=env.task_chunk)  # fmt: skip

@@ -21,20 +21,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import jax
 import optax
 
-from metajax.algorithms.base import GradientAlgorithm, Metrics, inner_loop, vmap_mean
+from metajax.algorithms.base import GradientLearner
+from metajax.config import (
+    BuildEnv,
+    ConfigError,
+    InnerFields,
+    LearnerConfig,
+    OptimizerFields,
+    register_algorithm,
+)
 from metajax.core.cg import conjugate_gradient
 from metajax.core.inner import InnerResult
+from metajax.core.learner import Metrics, vmap_mean
 from metajax.core.types import Params, Split, Task
 
 
 @dataclasses.dataclass(frozen=True)
-class IMAML(GradientAlgorithm):
+class IMAML(GradientLearner):
     """Implicit MAML with a proximal inner objective and a conjugate-gradient meta-gradient.
 
     Attributes:
@@ -42,8 +51,8 @@ class IMAML(GradientAlgorithm):
       cg_steps: conjugate-gradient iterations for the implicit meta-gradient.
       cg_damping: added to the system's diagonal, ``((1 + damping) I + H/lambda) g = v``,
         which keeps it positive definite when the inner loss is not convex at ``phi``.
-      inner_steps: steps of ``inner_optimizer`` on the proximal objective (``first_order``
-        and ``remat`` do not apply: the inner loop is never differentiated).
+      inner: the proximal objective's solver (its ``first_order`` and ``remat`` are refused:
+        the inner loop is never differentiated).
 
     The implicit meta-gradient is exact only at the proximal problem's solution; the metric
     ``inner_residual`` (the proximal gradient's norm at the returned ``phi``) says how far the
@@ -56,10 +65,10 @@ class IMAML(GradientAlgorithm):
 
     Example:
       >>> import jax, optax
-      >>> from metajax import Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
-      >>> imaml = IMAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, optax.sgd(0.01),
-      ...               inner_steps=10, lam=2.0, cg_steps=5)
+      >>> imaml = IMAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse,
+      ...               InnerLoop(optax.sgd(0.01), steps=10), lam=2.0, cg_steps=5)
       >>> params = imaml.init(jax.random.key(0))
       >>> grads, metrics = imaml.meta_grad(params, Sinusoid().sample(jax.random.key(1)),
       ...                                  jax.random.key(2))
@@ -70,8 +79,10 @@ class IMAML(GradientAlgorithm):
     lam: float = 1.0
     cg_steps: int = 5
     cg_damping: float = 0.0
+    differentiates_inner_loop: ClassVar[bool] = False
 
     def __post_init__(self):
+        super().__post_init__()
         if self.lam <= 0 or self.cg_steps < 1 or self.cg_damping < 0:
             raise ValueError(
                 f"IMAML needs lam > 0, cg_steps >= 1 and cg_damping >= 0; got lam={self.lam}, "
@@ -83,7 +94,7 @@ class IMAML(GradientAlgorithm):
         distance = optax.tree.norm(jax.tree.map(lambda p, a: p - a, params, anchor), squared=True)
         return self.split_loss(params, split) + 0.5 * self.lam * distance
 
-    def adapt(
+    def run_inner(
         self,
         meta_params: Params,
         support: Split,
@@ -94,14 +105,14 @@ class IMAML(GradientAlgorithm):
         """Approximately solves the proximal inner problem from ``phi = theta``."""
         anchor = jax.lax.stop_gradient(meta_params)
         loss = lambda p, s: self.proximal_loss(p, s, anchor)  # noqa: E731
-        return inner_loop(self, loss, anchor, support, steps=steps, track=track)
+        return self.inner.run(loss, anchor, support, steps=steps, track=track)
 
     def meta_grad(
         self, meta_params: Params, task: Task, key: chex.PRNGKey
     ) -> tuple[Params, Metrics]:
         """The implicit meta-gradient of one task (Algorithm 2)."""
         del key
-        inner = self.adapt(meta_params, task.support)
+        inner = self.run_inner(meta_params, task.support)
         phi = jax.lax.stop_gradient(inner.params)
         query_loss, query_grad = jax.value_and_grad(self.split_loss)(phi, task.query)
         support_grad = jax.grad(self.split_loss)
@@ -129,3 +140,34 @@ class IMAML(GradientAlgorithm):
         """The mean implicit meta-gradient over the meta-batch."""
         del step
         return vmap_mean(self.meta_grad, meta_params, tasks, keys, self.task_chunk)
+
+
+@register_algorithm("imaml")
+@dataclasses.dataclass(frozen=True)
+class IMAMLConfig(LearnerConfig, InnerFields, OptimizerFields):
+    """iMAML (Rajeswaran et al. 2019): implicit meta-gradients of a proximal inner problem.
+
+    Attributes:
+      imaml_lambda: the proximal strength lambda.
+      cg_steps: conjugate-gradient iterations.
+      cg_damping: added to the system's diagonal.
+    """
+
+    imaml_lambda: float = 1.0
+    cg_steps: int = 5
+    cg_damping: float = 0.0
+
+    def build(self, env: BuildEnv) -> IMAML:
+        inner = self.inner_loop(env, self.make_optimizer(differentiated=False, config=env.config))
+        return IMAML(env.network(), env.loss, inner, lam=self.imaml_lambda,
+                     cg_steps=self.cg_steps, cg_damping=self.cg_damping, metric=env.metric,
+                     eval_steps=self.test_steps(), task_chunk=env.task_chunk)  # fmt: skip
+
+    def validate(self, name: str) -> None:
+        self.check_inner(name)
+        self.check_optimizer(name)
+        if not (self.imaml_lambda > 0) or self.cg_steps < 1 or not (self.cg_damping >= 0):
+            raise ConfigError(
+                f"Config {name}: imaml needs imaml_lambda > 0, cg_steps >= 1 and "
+                f"cg_damping >= 0; got {self.imaml_lambda}, {self.cg_steps}, {self.cg_damping}."
+            )

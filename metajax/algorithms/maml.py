@@ -18,41 +18,71 @@ import dataclasses
 
 import chex
 
-from metajax.algorithms.base import GradientAlgorithm, Metrics
+from metajax.algorithms.base import GradientLearner, query_and_support_losses
+from metajax.config import (
+    BuildEnv,
+    InnerFields,
+    LearnerConfig,
+    OptimizerFields,
+    SecondOrderFields,
+    register_algorithm,
+)
+from metajax.core.inner import InnerLoop
+from metajax.core.learner import Metrics
 from metajax.core.types import Params, Task
 
 
 @dataclasses.dataclass(frozen=True)
-class MAML(GradientAlgorithm):
-    """Model-Agnostic Meta-Learning; set ``first_order=True`` for FOMAML.
+class MAML(GradientLearner):
+    """Model-Agnostic Meta-Learning; ``InnerLoop(..., first_order=True)`` for FOMAML.
 
     Example:
       >>> import jax, optax
-      >>> from metajax import MAML, Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
-      >>> maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, optax.sgd(0.01))
+      >>> maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse,
+      ...             InnerLoop(optax.sgd(0.01), steps=1))
       >>> params = maml.init(jax.random.key(0))
       >>> task = Sinusoid().sample(jax.random.key(1))
       >>> grads, metrics = maml.meta_grad(params, task, jax.random.key(2))
       >>> sorted(metrics)
       ['meta_loss', 'support_loss']
+      >>> maml.predict(maml.adapt(params, task.support), task.query.x).shape
+      (10, 1)
     """
 
     def meta_loss(
         self, meta_params: Params, task: Task, key: chex.PRNGKey
     ) -> tuple[chex.Array, Metrics]:
         del key
-        inner = self.adapt(meta_params, task.support)
-        query_loss = self.split_loss(inner.params, task.query)
-        # The inner loop already evaluated the support loss at theta; reuse it.
-        support_loss = (
-            inner.support_losses[0]
-            if self.inner_steps > 0
-            else self.split_loss(meta_params, task.support)
-        )
-        return query_loss, {"meta_loss": query_loss, "support_loss": support_loss}
+        inner = self.run_inner(meta_params, task.support)
+        return query_and_support_losses(self, meta_params, inner, task)
 
 
-def fomaml(*args, **kwargs) -> MAML:
-    """First-order MAML: `MAML` with ``first_order=True``."""
-    return MAML(*args, first_order=True, **kwargs)
+@register_algorithm("maml")
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig(LearnerConfig, InnerFields, OptimizerFields, SecondOrderFields):
+    """MAML (Finn et al. 2017): second-order meta-gradients through the inner loop."""
+
+    def build(self, env: BuildEnv) -> MAML:
+        optimizer = self.make_optimizer(differentiated=True, config=env.config)
+        inner = self.inner_loop(env, optimizer, **self.second_order())
+        return MAML(env.network(), env.loss, inner, metric=env.metric,
+                    eval_steps=self.test_steps(), task_chunk=env.task_chunk)  # fmt: skip
+
+    def validate(self, name: str) -> None:
+        self.check_inner(name)
+        self.check_optimizer(name)
+
+
+@register_algorithm("fomaml")
+@dataclasses.dataclass(frozen=True)
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML (Finn et al. 2017, section 5.2): inner gradients as constants."""
+
+    first_order: bool = True
+
+
+def fomaml(model, loss, inner: InnerLoop, **kwargs) -> MAML:
+    """First-order MAML: `MAML` with ``inner.first_order = True``."""
+    return MAML(model, loss, dataclasses.replace(inner, first_order=True), **kwargs)

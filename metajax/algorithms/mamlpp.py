@@ -49,10 +49,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.algorithms.base import Metrics, inner_loop
 from metajax.algorithms.maml import MAML
+from metajax.config import (
+    BuildEnv,
+    ConfigError,
+    InnerFields,
+    LearnerConfig,
+    OptimizerFields,
+    register_algorithm,
+)
 from metajax.core.functional import merge_params, partition_params
 from metajax.core.inner import InnerResult
+from metajax.core.learner import Metrics
 from metajax.core.types import Params, Split, Task
 
 
@@ -130,8 +138,10 @@ class MAMLPlusPlus(MAML):
     """MAML++: MAML with the multi-step loss, derivative-order annealing, per-step batch-norm
     weights and biases, and learned per-layer per-step inner rates, each a switch.
 
+    ``inner.optimizer`` is the inner optimizer when ``lslr`` is off, and must be ``None`` with
+    it (the learned rates are the update).
+
     Attributes:
-      inner_optimizer: the inner optimizer when ``lslr`` is off (unused with it).
       multi_step_loss: weigh every step's query loss, annealed over ``msl_anneal_steps``.
       msl_anneal_steps: meta-steps until the multi-step loss becomes the last step's.
       first_order_steps: meta-steps of first-order meta-gradients before second order.
@@ -141,10 +151,10 @@ class MAMLPlusPlus(MAML):
 
     Example:
       >>> import jax, optax
-      >>> from metajax import Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
       >>> mamlpp = MAMLPlusPlus(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse,
-      ...                       inner_steps=3, per_step_bn=False, lslr_init=0.01)
+      ...                       InnerLoop(None, steps=3), per_step_bn=False, lslr_init=0.01)
       >>> params = mamlpp.init(jax.random.key(0))
       >>> sorted(params), params["lr"]["out"]["bias"].shape
       (['init', 'lr'], (3,))
@@ -155,7 +165,6 @@ class MAMLPlusPlus(MAML):
       True
     """
 
-    inner_optimizer: optax.GradientTransformation | None = None
     multi_step_loss: bool = True
     msl_anneal_steps: int = 7500
     first_order_steps: int = 0
@@ -164,13 +173,14 @@ class MAMLPlusPlus(MAML):
     lslr_init: float = 0.1
     is_norm: Callable[[str], bool] = is_norm_key
 
+    @property
+    def learned_inner_update(self) -> bool:
+        return self.lslr
+
     def __post_init__(self):
-        if self.inner_steps < 1:
-            raise ValueError(f"MAMLPlusPlus needs inner_steps >= 1, got {self.inner_steps}.")
-        if not self.lslr and self.inner_optimizer is None:
-            raise ValueError(
-                "MAMLPlusPlus with lslr=False needs an inner_optimizer (e.g. optax.sgd(0.1))."
-            )
+        super().__post_init__()
+        if self.inner.steps < 1:
+            raise ValueError(f"MAMLPlusPlus needs inner steps >= 1, got {self.inner.steps}.")
         if self.multi_step_loss and self.msl_anneal_steps < 1:
             raise ValueError(
                 f"MAMLPlusPlus: msl_anneal_steps must be >= 1 with the multi-step loss, got "
@@ -190,11 +200,11 @@ class MAMLPlusPlus(MAML):
                 )
             params["init"] = rest
             params["norm"] = jax.tree.map(
-                lambda a: jnp.repeat(a[None], self.inner_steps, axis=0), norm
+                lambda a: jnp.repeat(a[None], self.inner.steps, axis=0), norm
             )
         if self.lslr:
             params["lr"] = jax.tree.map(
-                lambda p: jnp.full((self.inner_steps,), self.lslr_init, p.dtype), params["init"]
+                lambda p: jnp.full((self.inner.steps,), self.lslr_init, p.dtype), params["init"]
             )
         return params
 
@@ -209,26 +219,32 @@ class MAMLPlusPlus(MAML):
     ) -> InnerResult:
         """The inner loop; ``track`` and the returned parameters see whole model parameters
         (adapted tensors and the norm copy of the step that produced them)."""
-        steps = self.inner_steps if steps is None else steps
-        settings = dataclasses.replace(self, first_order=first_order)
+        steps = self.inner.steps if steps is None else steps
+        settings = dataclasses.replace(self.inner, first_order=first_order)
         optimizer = per_step_sgd(meta_params["lr"]) if self.lslr else None
         if not self.per_step_bn:
-            return inner_loop(settings, self.split_loss, meta_params["init"], support,
-                              steps=steps, track=track, optimizer=optimizer)  # fmt: skip
+            return settings.run(self.split_loss, meta_params["init"], support,
+                                steps=steps, track=track, optimizer=optimizer)  # fmt: skip
         # Past the trained number of steps, evaluation reuses the last step's norm copy.
-        index = jnp.minimum(jnp.arange(max(steps, 1)), self.inner_steps - 1)
+        index = jnp.minimum(jnp.arange(max(steps, 1)), self.inner.steps - 1)
         norms = jax.tree.map(lambda a: a[index], meta_params["norm"])
 
         def loss(phi, split, norm):
             return self.split_loss(merge_params(phi, norm), split)
 
         norm_track = None if track is None else (lambda phi, norm: track(merge_params(phi, norm)))
-        inner = inner_loop(settings, loss, meta_params["init"], support, steps=steps,
-                           track=norm_track, optimizer=optimizer, step_inputs=norms)  # fmt: skip
+        inner = settings.run(loss, meta_params["init"], support, steps=steps,
+                             track=norm_track, optimizer=optimizer, step_inputs=norms)  # fmt: skip
         last = jax.tree.map(lambda a: a[-1], norms)
         return inner.replace(params=merge_params(inner.params, last))
 
-    def adapt(
+    def initial(self, meta_params: Params) -> Params:
+        """The initialization with the first step's norm copy."""
+        if not self.per_step_bn:
+            return meta_params["init"]
+        return merge_params(meta_params["init"], jax.tree.map(lambda a: a[0], meta_params["norm"]))
+
+    def run_inner(
         self,
         meta_params: Params,
         support: Split,
@@ -238,7 +254,7 @@ class MAMLPlusPlus(MAML):
     ) -> InnerResult:
         """Adapted model parameters from a support split; ``steps`` defaults to training's."""
         return self._inner(meta_params, support, steps=steps, track=track,
-                           first_order=self.first_order)  # fmt: skip
+                           first_order=self.inner.first_order)  # fmt: skip
 
     def step_meta_loss(
         self,
@@ -270,13 +286,13 @@ class MAMLPlusPlus(MAML):
         self, meta_params: Params, task: Task, key: chex.PRNGKey
     ) -> tuple[chex.Array, Metrics]:
         """The meta-loss at meta-step 0 (see `batch_meta_grad` for later steps)."""
-        weights = multi_step_weights(0, self.inner_steps, self.msl_anneal_steps)
+        weights = multi_step_weights(0, self.inner.steps, self.msl_anneal_steps)
         return self.step_meta_loss(
             meta_params,
             task,
             key,
             weights=weights if self.multi_step_loss else None,
-            first_order=self.first_order or self.first_order_steps > 0,
+            first_order=self.inner.first_order or self.first_order_steps > 0,
         )
 
     def batch_meta_grad(
@@ -285,7 +301,7 @@ class MAMLPlusPlus(MAML):
         """The meta-batch's mean meta-gradient at meta-step ``step``, with the multi-step
         loss's weights and the derivative order of that step."""
         weights = (
-            multi_step_weights(step, self.inner_steps, self.msl_anneal_steps)
+            multi_step_weights(step, self.inner.steps, self.msl_anneal_steps)
             if self.multi_step_loss
             else None
         )
@@ -294,8 +310,59 @@ class MAMLPlusPlus(MAML):
             loss = functools.partial(self.step_meta_loss, weights=weights, first_order=first_order)
             return self.mean_loss_grad(loss, meta_params, tasks, keys)
 
-        if self.first_order or self.first_order_steps == 0:
-            return grads(self.first_order)
+        if self.inner.first_order or self.first_order_steps == 0:
+            return grads(self.inner.first_order)
         return jax.lax.cond(
             step < self.first_order_steps, lambda: grads(True), lambda: grads(False)
         )
+
+
+@register_algorithm("mamlpp")
+@dataclasses.dataclass(frozen=True)
+class MAMLPlusPlusConfig(LearnerConfig, InnerFields, OptimizerFields):
+    """MAML++ (Antoniou et al. 2019): MAML with MSL, DA, BNWB and LSLR, each a switch.
+
+    Attributes:
+      multi_step_loss, msl_anneal_steps, first_order_steps, per_step_bn, lslr: see
+        `MAMLPlusPlus`; the learned rates start at inner_lr. ``inner_optimizer`` applies
+        with ``lslr=false`` only. With every switch off (and a constant outer rate) it is
+        MAML.
+    """
+
+    multi_step_loss: bool = True
+    msl_anneal_steps: int = 500
+    first_order_steps: int = 0
+    per_step_bn: bool = True
+    lslr: bool = True
+
+    def build(self, env: BuildEnv) -> MAMLPlusPlus:
+        optimizer = (
+            None if self.lslr else self.make_optimizer(differentiated=True, config=env.config)
+        )
+        return MAMLPlusPlus(
+            env.network(),
+            env.loss,
+            self.inner_loop(env, optimizer),
+            multi_step_loss=self.multi_step_loss,
+            msl_anneal_steps=self.msl_anneal_steps,
+            first_order_steps=self.first_order_steps,
+            per_step_bn=self.per_step_bn,
+            lslr=self.lslr,
+            lslr_init=self.inner_lr,
+            metric=env.metric,
+            eval_steps=self.test_steps(),
+            task_chunk=env.task_chunk,
+        )
+
+    def validate(self, name: str) -> None:
+        self.check_inner(name)
+        self.check_optimizer(name)
+        if self.lslr and self.inner_optimizer != "sgd":
+            raise ConfigError(
+                f"Config {name}: inner_optimizer={self.inner_optimizer} applies only with "
+                "lslr=false (the learned per-step rates are MAML++'s inner update)."
+            )
+        if self.inner_steps < 1 or (self.multi_step_loss and self.msl_anneal_steps < 1):
+            raise ConfigError(
+                f"Config {name}: mamlpp needs inner_steps >= 1 and msl_anneal_steps >= 1."
+            )

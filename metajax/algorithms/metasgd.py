@@ -19,14 +19,22 @@ respect to theta (second order unless ``first_order``). The meta-parameters are 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.algorithms.base import inner_loop
 from metajax.algorithms.maml import MAML
+from metajax.config import (
+    BuildEnv,
+    InnerFields,
+    LearnerConfig,
+    SecondOrderFields,
+    register_algorithm,
+)
 from metajax.core.inner import InnerResult
 from metajax.core.types import Params, Split
 
@@ -45,18 +53,21 @@ def learned_sgd(lr: Params) -> optax.GradientTransformation:
 @dataclasses.dataclass(frozen=True)
 class MetaSGD(MAML):
     """Meta-SGD: MAML with a learned per-parameter inner learning rate (MAML's meta-loss,
-    with its own parameters and inner update).
+    with its own parameters and inner update). ``inner.optimizer`` must be ``None``.
+
+    Its rates are learned for ``inner.steps`` steps, so evaluation always reports the metric
+    after that many steps (the paper's protocol), plus any other counts in ``eval_steps``.
 
     Attributes:
-      inner_optimizer: unused (the learned rates define the inner update); ``None``.
       alpha_init: the initial value of every learned rate (the paper draws them from
         [0.005, 0.1]; a constant keeps runs comparable with MAML's fixed rate).
 
     Example:
       >>> import jax
-      >>> from metajax import Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
-      >>> msgd = MetaSGD(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, alpha_init=0.01)
+      >>> msgd = MetaSGD(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, InnerLoop(None),
+      ...                alpha_init=0.01)
       >>> params = msgd.init(jax.random.key(0))
       >>> sorted(params), round(float(params["lr"]["out"]["bias"][0]), 6)
       (['init', 'lr'], 0.01)
@@ -66,15 +77,21 @@ class MetaSGD(MAML):
       True
     """
 
-    inner_optimizer: optax.GradientTransformation | None = None
     alpha_init: float = 0.01
+    learned_inner_update: ClassVar[bool] = True
 
     def __post_init__(self):
-        if self.inner_steps < 1:
+        super().__post_init__()
+        if self.inner.steps < 1:
             raise ValueError(
-                f"MetaSGD needs inner_steps >= 1 (its rates act in the inner loop), got "
-                f"{self.inner_steps}."
+                f"MetaSGD needs inner steps >= 1 (its rates act in the inner loop), got "
+                f"{self.inner.steps}."
             )
+
+    @property
+    def test_steps(self) -> tuple[int, ...]:
+        """The trained step count, and any others of ``eval_steps``."""
+        return tuple(sorted({self.inner.steps, *(self.eval_steps or ())}))
 
     def init(self, key: chex.PRNGKey) -> Params:
         theta = self.model.init(key)
@@ -83,14 +100,32 @@ class MetaSGD(MAML):
             "lr": jax.tree.map(lambda p: jnp.full_like(p, self.alpha_init), theta),
         }
 
-    def adapt(
+    def initial(self, meta_params: Params) -> Params:
+        return meta_params["init"]
+
+    def run_inner(
         self,
         meta_params: Params,
         support: Split,
         *,
         steps: int | None = None,
-        track=None,
+        track: Callable[[Params], Any] | None = None,
     ) -> InnerResult:
-        """Runs the inner loop from ``theta`` with the learned rates ``alpha``."""
-        return inner_loop(self, self.split_loss, meta_params["init"], support, steps=steps,
-                          track=track, optimizer=learned_sgd(meta_params["lr"]))  # fmt: skip
+        """The inner loop from ``theta`` with the learned rates ``alpha``."""
+        return self.inner.run(self.split_loss, meta_params["init"], support, steps=steps,
+                              track=track, optimizer=learned_sgd(meta_params["lr"]))  # fmt: skip
+
+
+@register_algorithm("metasgd")
+@dataclasses.dataclass(frozen=True)
+class MetaSGDConfig(LearnerConfig, InnerFields, SecondOrderFields):
+    """Meta-SGD (Li et al. 2017): MAML with learned per-parameter inner rates (from inner_lr)."""
+
+    def build(self, env: BuildEnv) -> MetaSGD:
+        inner = self.inner_loop(env, None, **self.second_order())
+        return MetaSGD(env.network(), env.loss, inner, alpha_init=self.inner_lr,
+                       metric=env.metric, eval_steps=self.test_steps(),
+                       task_chunk=env.task_chunk)  # fmt: skip
+
+    def validate(self, name: str) -> None:
+        self.check_inner(name)

@@ -10,31 +10,47 @@ and a query is classified by a softmax over negative squared Euclidean distances
     p(y = k | x) = softmax_k(-||f_theta(x) - c_k||^2).
 
 The meta-loss is the query cross-entropy; there is no inner loop, so ``adapt`` computes the
-prototypes and ignores ``steps``.
+prototypes (`Prototypes`) and ignores ``steps``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from metajax import losses
-from metajax.algorithms.base import LossAlgorithm, Metrics
+from metajax.config import BuildEnv, LearnerConfig, register_algorithm
 from metajax.core.functional import Model
-from metajax.core.inner import InnerResult
+from metajax.core.learner import MetaLearner, Metrics
 from metajax.core.types import Params, Split, Task
 
 # Logit of a label absent from the support set: never predicted, no NaN in the softmax.
 _ABSENT = -1e9
 
 
+@struct.dataclass
+class Prototypes:
+    """A metric learner's adapted predictor: the embedding's parameters and one prototype
+    per label.
+
+    Attributes:
+      params: the embedding network's parameters.
+      prototypes: ``[labels, features]`` class means of the support embeddings.
+      present: ``[labels]``, whether the support set has the label.
+    """
+
+    params: Params
+    prototypes: chex.Array
+    present: chex.Array
+
+
 @dataclasses.dataclass(frozen=True)
-class ProtoNet(LossAlgorithm):
+class ProtoNet(MetaLearner):
     """Prototypical Networks with squared Euclidean distance.
 
     Labels are integers ``0 .. n_way - 1``; logits have one column per possible label up to
@@ -45,51 +61,66 @@ class ProtoNet(LossAlgorithm):
       >>> from metajax import from_function
       >>> net = ProtoNet(from_function(lambda p, x: x * p, lambda k: jnp.float32(1.0)))
       >>> support = Split(jnp.array([[0.0], [4.0]]), jnp.array([0, 1]))
-      >>> adapted = net.adapt(net.init(jax.random.key(0)), support).params
+      >>> adapted = net.adapt(net.init(jax.random.key(0)), support)
       >>> net.predict(adapted, jnp.array([[1.0], [3.5]])).argmax(-1).tolist()
       [0, 1]
     """
 
     model: Model
+    fixed_way: ClassVar[bool] = False
 
     def init(self, key: chex.PRNGKey) -> Params:
         return self.model.init(key)
 
-    def prototypes(self, params: Params, support: Split) -> dict[str, chex.Array]:
-        """Class means of the support embeddings, and which labels are present."""
-        emb = self.model.apply(params, support.x)
-        n = support.y.shape[0]
-        sums = jax.ops.segment_sum(emb, support.y, num_segments=n)
-        counts = jax.ops.segment_sum(jnp.ones(n), support.y, num_segments=n)
-        return {"prototypes": sums / jnp.maximum(counts, 1)[:, None], "present": counts > 0}
-
     def adapt(
         self,
         meta_params: Params,
-        support: Split,
+        context: Split,
+        key: chex.PRNGKey | None = None,
         *,
         steps: int | None = None,
-        track: Callable[[Params], Any] | None = None,
-    ) -> InnerResult:
-        del steps  # no inner loop
-        adapted = {"params": meta_params, **self.prototypes(meta_params, support)}
-        tracked = None if track is None else jax.tree.map(lambda a: a[None], track(adapted))
-        return InnerResult(params=adapted, support_losses=jnp.zeros((0,)), tracked=tracked)
+    ) -> Prototypes:
+        """Class means of the support embeddings (``steps`` is ignored: no inner loop)."""
+        del key, steps
+        emb = self.model.apply(meta_params, context.x)
+        n = context.y.shape[0]
+        sums = jax.ops.segment_sum(emb, context.y, num_segments=n)
+        counts = jax.ops.segment_sum(jnp.ones(n), context.y, num_segments=n)
+        return Prototypes(meta_params, sums / jnp.maximum(counts, 1)[:, None], counts > 0)
 
-    def predict(self, adapted: Params, x: chex.Array) -> chex.Array:
-        emb = self.model.apply(adapted["params"], x)
-        d2 = (
-            jnp.sum(emb**2, -1, keepdims=True)
-            - 2 * emb @ adapted["prototypes"].T
-            + jnp.sum(adapted["prototypes"] ** 2, -1)
-        )
-        return jnp.where(adapted["present"], -d2, _ABSENT)
+    def distances(self, adapted: Prototypes, x: chex.Array) -> chex.Array:
+        """``[n, labels]`` squared Euclidean distances from embeddings to prototypes (eq. 2)."""
+        emb = self.model.apply(adapted.params, x)
+        protos = adapted.prototypes
+        return jnp.sum(emb**2, -1, keepdims=True) - 2 * emb @ protos.T + jnp.sum(protos**2, -1)
+
+    def predict(
+        self, adapted: Prototypes, x: chex.Array, key: chex.PRNGKey | None = None
+    ) -> chex.Array:
+        del key
+        return jnp.where(adapted.present, -self.distances(adapted, x), _ABSENT)
 
     def meta_loss(
         self, meta_params: Params, task: Task, key: chex.PRNGKey
     ) -> tuple[chex.Array, Metrics]:
-        del key
-        adapted = self.adapt(meta_params, task.support).params
-        logits = self.predict(adapted, task.query.x)
+        logits = self.predict(self.adapt(meta_params, task.support, key), task.query.x)
         loss = losses.cross_entropy(logits, task.query.y)
         return loss, {"meta_loss": loss, "accuracy": losses.accuracy(logits, task.query.y)}
+
+    def evaluate_task(self, params: Params, task: Task, key: chex.PRNGKey) -> Metrics:
+        """Query accuracy (the paper's protocol)."""
+        logits = self.predict(self.adapt(params, task.support, key), task.query.x)
+        return {"accuracy": losses.accuracy(logits, task.query.y)}
+
+
+@register_algorithm("protonet")
+@dataclasses.dataclass(frozen=True)
+class ProtoNetConfig(LearnerConfig):
+    """Prototypical Networks (Snell et al. 2017): nearest class mean in an embedding."""
+
+    fixed_way: ClassVar[bool] = False
+    per_task_weights: ClassVar[bool] = False
+    kinds: ClassVar[tuple[str, ...]] = ("classification",)
+
+    def build(self, env: BuildEnv) -> ProtoNet:
+        return ProtoNet(env.features(), task_chunk=env.task_chunk)

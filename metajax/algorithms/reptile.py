@@ -27,42 +27,49 @@ non-transductive rows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from metajax.algorithms.base import GradientAlgorithm, Metrics, vmap_mean
-from metajax.core.inner import InnerResult
+from metajax.algorithms.base import GradientLearner
+from metajax.config import (
+    BuildEnv,
+    ConfigError,
+    InnerFields,
+    LearnerConfig,
+    OptimizerFields,
+    register_algorithm,
+)
+from metajax.core.learner import Metrics, vmap_mean
 from metajax.core.types import Params, Split, Task
 
 
 @struct.dataclass
-class WithSupport:
-    """Adapted parameters with the support inputs that non-transductive prediction
-    normalizes alongside each query example."""
+class ReptileWeights:
+    """Reptile's adapted predictor: the fast weights, and the support inputs that
+    non-transductive prediction normalizes alongside each query example."""
 
     params: Params
     support_x: chex.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class Reptile(GradientAlgorithm):
+class Reptile(GradientLearner):
     """Reptile with any optax inner optimizer; the outer optimizer takes the pseudo-gradient.
 
-    ``first_order``, ``remat`` and the meta-loss's differentiation do not apply: the inner
-    loop is run, never differentiated. ``meta_loss`` in the metrics is the query loss of the
-    adapted parameters, for monitoring.
+    The inner loop is run, never differentiated, so ``InnerLoop(first_order=..., remat=...)``
+    are refused. ``meta_loss`` in the metrics is the query loss of the adapted parameters,
+    for monitoring.
 
     Example:
       >>> import jax, optax
-      >>> from metajax import Sinusoid, from_nnx, losses
+      >>> from metajax import InnerLoop, Sinusoid, from_nnx, losses
       >>> from metajax.models import MLP
       >>> reptile = Reptile(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse,
-      ...                   optax.sgd(0.02), inner_steps=5)
+      ...                   InnerLoop(optax.sgd(0.02), steps=5))
       >>> params = reptile.init(jax.random.key(0))
       >>> task = Sinusoid().sample(jax.random.key(1))
       >>> grads, metrics = reptile.meta_grad(params, task, jax.random.key(2))
@@ -71,16 +78,17 @@ class Reptile(GradientAlgorithm):
 
     Attributes:
       transductive: predict a batch of query examples together (``True``), or each one in
-        a batch with the support set alone (``False``; the adapted parameters then carry
-        the support inputs, see `WithSupport`).
+        a batch with the support set alone (``False``).
     """
 
     transductive: bool = True
+    differentiates_inner_loop: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.inner_steps < 1:
+        super().__post_init__()
+        if self.inner.steps < 1:
             raise ValueError(
-                f"Reptile needs inner_steps >= 1 (its update is W - theta), got {self.inner_steps}."
+                f"Reptile needs inner steps >= 1 (its update is W - theta), got {self.inner.steps}."
             )
 
     def meta_grad(
@@ -88,7 +96,7 @@ class Reptile(GradientAlgorithm):
     ) -> tuple[Params, Metrics]:
         """The Reptile pseudo-gradient ``theta - W`` of one task."""
         del key
-        inner = super().adapt(meta_params, task.support)
+        inner = self.run_inner(meta_params, task.support)
         grads = jax.tree.map(lambda t, w: t - w, meta_params, inner.params)
         metrics = {
             "meta_loss": self.split_loss(inner.params, task.query),
@@ -96,36 +104,51 @@ class Reptile(GradientAlgorithm):
         }
         return grads, metrics
 
-    def adapt(
-        self,
-        meta_params: Params,
-        support: Split,
-        *,
-        steps: int | None = None,
-        track: Callable[[Any], Any] | None = None,
-    ) -> InnerResult:
-        """Runs the inner loop (``steps`` defaults to training's); without transduction the
-        adapted parameters come with the support inputs."""
-        if self.transductive:
-            return super().adapt(meta_params, support, steps=steps, track=track)
-        with_support = None if track is None else (lambda p: track(WithSupport(p, support.x)))
-        inner = super().adapt(meta_params, support, steps=steps, track=with_support)
-        return inner.replace(params=WithSupport(inner.params, support.x))
-
-    def predict(self, params: Params | WithSupport, x: chex.Array) -> chex.Array:
-        """Outputs on ``x``; each example alone with the support set for `WithSupport`."""
-        if not isinstance(params, WithSupport):
-            return self.model.apply(params, x)
-
-        def one(example):
-            batch = jnp.concatenate([params.support_x, example[None]])
-            return self.model.apply(params.params, batch)[-1]
-
-        return jax.vmap(one)(x)
-
     def batch_meta_grad(
         self, meta_params: Params, tasks: Task, keys: chex.PRNGKey, step: chex.Numeric = 0
     ) -> tuple[Params, Metrics]:
         """``theta - mean_i W_i`` over the meta-batch (Algorithm 2), and mean metrics."""
         del step
         return vmap_mean(self.meta_grad, meta_params, tasks, keys, self.task_chunk)
+
+    def fast_weights(self, params: Params, support: Split) -> ReptileWeights:
+        return ReptileWeights(params, support.x)
+
+    def predict(
+        self, adapted: ReptileWeights, x: chex.Array, key: chex.PRNGKey | None = None
+    ) -> chex.Array:
+        """Outputs on ``x``; without transduction each example is normalized alone with the
+        support set."""
+        del key
+        if self.transductive:
+            return self.model.apply(adapted.params, x)
+
+        def one(example):
+            batch = jnp.concatenate([adapted.support_x, example[None]])
+            return self.model.apply(adapted.params, batch)[-1]
+
+        return jax.vmap(one)(x)
+
+
+@register_algorithm("reptile")
+@dataclasses.dataclass(frozen=True)
+class ReptileConfig(LearnerConfig, InnerFields, OptimizerFields):
+    """Reptile (Nichol et al. 2018): move towards each task's trained weights.
+
+    Attributes:
+      transductive: see `Reptile`.
+    """
+
+    transductive: bool = True
+
+    def build(self, env: BuildEnv) -> Reptile:
+        inner = self.inner_loop(env, self.make_optimizer(differentiated=False, config=env.config))
+        return Reptile(env.network(), env.loss, inner, transductive=self.transductive,
+                       metric=env.metric, eval_steps=self.test_steps(),
+                       task_chunk=env.task_chunk)  # fmt: skip
+
+    def validate(self, name: str) -> None:
+        self.check_inner(name)
+        self.check_optimizer(name)
+        if self.inner_steps < 1:
+            raise ConfigError(f"Config {name}: reptile needs inner_steps >= 1.")

@@ -17,6 +17,7 @@ recomputes a step's activations instead of storing them, so memory is flat in ``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -211,3 +212,68 @@ def adapt(
         initial = jax.tree.map(lambda a: a[None], track(params, *extra(input_at(0))))
         tracked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), initial, tracked)
     return InnerResult(params=phi, support_losses=losses, tracked=tracked)
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoop:
+    """The inner loop's settings as one value, shared by every gradient-based learner.
+
+    Attributes:
+      optimizer: the optax inner optimizer (``optax.sgd(alpha)`` for MAML); ``None`` for the
+        learners that meta-learn their inner update (Meta-SGD, MAML++ with learned rates),
+        which refuse one that is given.
+      steps: inner updates during meta-training (test-time steps are the learner's
+        ``eval_steps``).
+      first_order: stop gradients through the inner gradients (first-order MAML).
+      remat: ``jax.checkpoint`` each inner step (memory flat in ``steps``).
+      unroll: unroll the inner ``lax.scan`` (faster for conv models on XLA:CPU; see `adapt`).
+
+    Learners whose inner loop is never differentiated (Reptile, iMAML) refuse
+    ``first_order`` and ``remat``, rather than ignoring them.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> loop = InnerLoop(optax.sgd(0.25), steps=2)
+      >>> loss = lambda p, s: jnp.mean((s.x * p - s.y) ** 2)
+      >>> float(loop.run(loss, jnp.array(0.0), Split(jnp.ones(4), 2 * jnp.ones(4))).params)
+      1.5
+    """
+
+    optimizer: optax.GradientTransformation | None
+    steps: int = 1
+    first_order: bool = False
+    remat: bool = False
+    unroll: bool = False
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"InnerLoop: steps must be >= 0, got {self.steps}.")
+
+    def run(
+        self,
+        loss_fn: Callable[..., chex.Array],
+        params: Params,
+        support: Split,
+        *,
+        steps: int | None = None,
+        optimizer: optax.GradientTransformation | None = None,
+        track: Callable[..., Any] | None = None,
+        step_inputs: Any = None,
+    ) -> InnerResult:
+        """`adapt` with these settings; ``steps`` and ``optimizer`` override them (a learner
+        with a learned update passes its own optimizer)."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        if optimizer is None:
+            raise ValueError("InnerLoop.run: no inner optimizer (InnerLoop.optimizer is None).")
+        return adapt(
+            loss_fn,
+            params,
+            support,
+            optimizer=optimizer,
+            steps=self.steps if steps is None else steps,
+            first_order=self.first_order,
+            remat=self.remat,
+            track=track,
+            unroll=self.unroll,
+            step_inputs=step_inputs,
+        )

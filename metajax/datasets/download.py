@@ -9,8 +9,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from metajax.errors import UserError
 
-class DataFileError(RuntimeError):
+
+class DataFileError(UserError, RuntimeError):
     """A data file is missing and cannot be downloaded, or fails its checksum."""
 
 

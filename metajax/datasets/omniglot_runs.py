@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from metajax.datasets.download import DataFileError
+from metajax.errors import InputError
 
 URL = (
     "https://github.com/brendenlake/omniglot/raw/master/python/one-shot-classification/all_runs.zip"
@@ -157,7 +158,7 @@ def one_shot_error_rates(
     for run in runs:
         logits = np.asarray(predict(run.support_x, run.support_y, run.query_x))
         if logits.shape != (len(run.query_y), len(run.support_y)):
-            raise ValueError(
+            raise InputError(
                 f"{run.name}: the learner returned logits of shape {logits.shape}, expected "
                 f"{(len(run.query_y), len(run.support_y))} for a {len(run.support_y)}-way run."
             )
@@ -202,7 +203,7 @@ def write_runs(
             alphabet = alphabets[r % len(alphabets)]
             characters = sorted(drawings.get(alphabet, {}))
             if len(characters) < 20:
-                raise ValueError(
+                raise InputError(
                     f"write_runs: alphabet {alphabet!r} has {len(characters)} characters in "
                     f"{archive}; a run needs 20."
                 )

@@ -19,6 +19,7 @@ import numpy as np
 
 from metajax.core.types import Split, Task
 from metajax.datasets.images import ClassImages, to_float
+from metajax.errors import InputError
 
 
 def _top_k_without_replacement(key: chex.PRNGKey, valid: chex.Array, k: int) -> chex.Array:
@@ -60,7 +61,7 @@ class Episodes:
 
     def __post_init__(self):
         if min(self.n_way, self.k_shot, self.k_query) < 1:
-            raise ValueError(
+            raise InputError(
                 f"Episodes need n_way, k_shot and k_query >= 1; got {self.n_way}, "
                 f"{self.k_shot}, {self.k_query}."
             )
@@ -68,7 +69,7 @@ class Episodes:
         if per_class > self.data.min_count:
             counts = np.asarray(self.data.counts)
             short = int(np.argmin(counts))
-            raise ValueError(
+            raise InputError(
                 f"A {self.k_shot}-shot {self.k_query}-query episode needs {per_class} examples "
                 f"per class, but class {self.data.names[short]!r} has only {counts[short]}. "
                 "Lower k_shot or k_query."
@@ -76,13 +77,13 @@ class Episodes:
         available = self.classes_per_group.max() if self.within_group else self.num_classes
         if self.n_way > available:
             where = "in its largest group" if self.within_group else "in all"
-            raise ValueError(
+            raise InputError(
                 f"A {self.n_way}-way episode needs {self.n_way} distinct classes, but the data "
                 f"set has {available} {where}{' (rotations included)' if self.rotations else ''}. "
                 "Lower n_way, or turn on rotations."
             )
         if self.rotations and self.data.image_shape[0] != self.data.image_shape[1]:
-            raise ValueError(f"rotations need square images, got {self.data.image_shape}.")
+            raise InputError(f"rotations need square images, got {self.data.image_shape}.")
 
     @property
     def num_rotations(self) -> int:

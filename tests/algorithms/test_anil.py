@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from metajax import ANIL, MAML, Sinusoid, from_function, losses
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Task
 
 BODY = from_function(
@@ -32,8 +33,12 @@ def _head_only_sgd(lr):
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
 def test_anil_equals_maml_with_a_frozen_body(first_order, steps):
-    anil = ANIL(BODY, HEAD, losses.mse, optax.sgd(0.1), inner_steps=steps, first_order=first_order)
-    maml = MAML(WHOLE, losses.mse, _head_only_sgd(0.1), inner_steps=steps, first_order=first_order)
+    anil = ANIL(
+        BODY, HEAD, losses.mse, InnerLoop(optax.sgd(0.1), steps=steps, first_order=first_order)
+    )
+    maml = MAML(
+        WHOLE, losses.mse, InnerLoop(_head_only_sgd(0.1), steps=steps, first_order=first_order)
+    )
     params = anil.init(jax.random.key(0))
     task = Sinusoid(k_shot=5, k_query=5).sample(jax.random.key(1))
     g_anil, m_anil = anil.meta_grad(params, task, jax.random.key(2))
@@ -45,16 +50,16 @@ def test_anil_equals_maml_with_a_frozen_body(first_order, steps):
 
 
 def test_adapt_changes_the_head_only_and_predict_uses_both():
-    anil = ANIL(BODY, HEAD, losses.mse, optax.sgd(0.1), inner_steps=2)
+    anil = ANIL(BODY, HEAD, losses.mse, InnerLoop(optax.sgd(0.1), steps=2))
     params = anil.init(jax.random.key(0))
     task = Sinusoid().sample(jax.random.key(1))
-    out = anil.adapt(params, task.support, steps=4, track=lambda p: anil.predict(p, task.query.x))
+    out = anil.run_inner(params, task.support, steps=4, track=lambda p: anil.apply(p, task.query.x))
     chex.assert_trees_all_equal(out.params["body"], params["body"])
     assert (
         float(optax.tree.norm(jax.tree.map(jnp.subtract, out.params["head"], params["head"]))) > 0
     )
     assert out.tracked.shape == (5, *task.query.y.shape)
-    chex.assert_trees_all_close(out.tracked[-1], anil.predict(out.params, task.query.x))
+    chex.assert_trees_all_close(out.tracked[-1], anil.apply(out.params, task.query.x))
     batch = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(3), 4))
     grads, metrics = jax.jit(anil.batch_meta_grad)(
         params, batch, jax.random.split(jax.random.key(4), 4)

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from metajax import IMAML, Sinusoid, from_function
-from metajax.core.inner import adapt
+from metajax.core.inner import InnerLoop, adapt
 from metajax.core.types import Split, Task
 
 
@@ -37,7 +37,7 @@ def test_quadratic_inner_problem_matches_the_closed_form(x64):
     theta, lam = rng.normal(size=4), 2.0
     task = Task(Split(jnp.asarray(m), jnp.asarray(y)), Split(jnp.asarray(n), jnp.asarray(z)), {})
     step = 1.0 / (np.linalg.eigvalsh(m.T @ m).max() + lam)
-    imaml = IMAML(LINEAR, half_sse, optax.sgd(step), inner_steps=2000, lam=lam, cg_steps=4)
+    imaml = IMAML(LINEAR, half_sse, InnerLoop(optax.sgd(step), steps=2000), lam=lam, cg_steps=4)
     grads, metrics = imaml.meta_grad(jnp.asarray(theta), task, jax.random.key(0))
 
     system = m.T @ m + lam * np.eye(4)
@@ -61,7 +61,7 @@ def test_line_search_solver_gives_the_exact_gradient_where_fixed_rate_descent_di
     exact = lam * np.linalg.solve(system, n.T @ (n @ phi - z))
 
     def solve(inner):
-        imaml = IMAML(LINEAR, half_sse, inner, inner_steps=50, lam=lam, cg_steps=12)
+        imaml = IMAML(LINEAR, half_sse, InnerLoop(inner, steps=50), lam=lam, cg_steps=12)
         return imaml.meta_grad(jnp.asarray(theta), task, jax.random.key(0))
 
     fixed, fixed_metrics = solve(optax.sgd(0.01))
@@ -89,7 +89,7 @@ def test_mlp_meta_gradient_approaches_the_unrolled_converged_one(x64):
     lam, steps, lr = 2.0, 400, 0.05
     task = jax.tree.map(lambda a: a.astype(jnp.float64),
                         Sinusoid(k_shot=10, k_query=10).sample(jax.random.key(1)))  # fmt: skip
-    imaml = IMAML(MLP, _mse, optax.sgd(lr), inner_steps=steps, lam=lam, cg_steps=20)
+    imaml = IMAML(MLP, _mse, InnerLoop(optax.sgd(lr), steps=steps), lam=lam, cg_steps=20)
     theta = jax.tree.map(lambda a: a.astype(jnp.float64), imaml.init(jax.random.key(0)))
     implicit, _ = imaml.meta_grad(theta, task, jax.random.key(0))
 
@@ -110,9 +110,9 @@ def test_mlp_meta_gradient_approaches_the_unrolled_converged_one(x64):
     print(f"iMAML implicit vs unrolled meta-gradient (400 inner steps): relative error {rel:.2e}")
     assert rel < 1e-4  # 3e-6 measured; 0.12 with 5 CG steps, 0.008 with 10
     # Few CG steps give a rougher answer: the test can tell the solver apart.
-    rough, _ = IMAML(MLP, _mse, optax.sgd(lr), inner_steps=steps, lam=lam, cg_steps=1).meta_grad(
-        theta, task, jax.random.key(0)
-    )
+    rough, _ = IMAML(
+        MLP, _mse, InnerLoop(optax.sgd(lr), steps=steps), lam=lam, cg_steps=1
+    ).meta_grad(theta, task, jax.random.key(0))
     assert float(jnp.linalg.norm(jax.flatten_util.ravel_pytree(rough)[0] - b)) > 10 * rel * float(
         jnp.linalg.norm(b)
     )
@@ -124,7 +124,7 @@ def test_memory_does_not_grow_with_inner_steps():
     task = Sinusoid().sample(jax.random.key(1))
 
     def temp_bytes(steps):
-        imaml = IMAML(MLP, _mse, optax.sgd(0.01), inner_steps=steps, cg_steps=5)
+        imaml = IMAML(MLP, _mse, InnerLoop(optax.sgd(0.01), steps=steps), cg_steps=5)
         params = imaml.init(jax.random.key(0))
         compiled = jax.jit(imaml.meta_grad).lower(params, task, jax.random.key(0)).compile()
         return compiled.memory_analysis().temp_size_in_bytes
@@ -134,11 +134,11 @@ def test_memory_does_not_grow_with_inner_steps():
 
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="IMAML needs lam > 0"):
-        IMAML(MLP, _mse, optax.sgd(0.01), lam=0.0)
+        IMAML(MLP, _mse, InnerLoop(optax.sgd(0.01)), lam=0.0)
 
 
 def test_batch_meta_grad_is_the_mean_of_task_gradients():
-    imaml = IMAML(MLP, _mse, optax.sgd(0.05), inner_steps=5, cg_steps=3)
+    imaml = IMAML(MLP, _mse, InnerLoop(optax.sgd(0.05), steps=5), cg_steps=3)
     params = imaml.init(jax.random.key(0))
     tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 3))
     keys = jax.random.split(jax.random.key(2), 3)

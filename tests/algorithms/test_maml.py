@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from metajax import MAML, Sinusoid, from_function, from_linen, from_nnx, losses
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Split, Task
 from metajax.models import MLP
 
@@ -68,7 +69,7 @@ def x64():
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_second_order_meta_gradient_matches_finite_differences(x64, kind):
     model = MODELS[kind]()
-    maml = MAML(model, losses.mse, optax.sgd(0.1), inner_steps=2)
+    maml = MAML(model, losses.mse, InnerLoop(optax.sgd(0.1), steps=2))
     params = jax.tree.map(lambda a: a.astype(jnp.float64), maml.init(jax.random.key(0)))
     task = _task64()
     key = jax.random.key(0)
@@ -85,15 +86,15 @@ def test_second_order_meta_gradient_matches_finite_differences(x64, kind):
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_first_order_equals_gradient_with_inner_update_held_constant(x64, kind):
     model = MODELS[kind]()
-    second = MAML(model, losses.mse, optax.sgd(0.1), inner_steps=2)
-    first = MAML(model, losses.mse, optax.sgd(0.1), inner_steps=2, first_order=True)
+    second = MAML(model, losses.mse, InnerLoop(optax.sgd(0.1), steps=2))
+    first = MAML(model, losses.mse, InnerLoop(optax.sgd(0.1), steps=2, first_order=True))
     params = jax.tree.map(lambda a: a.astype(jnp.float64), second.init(jax.random.key(0)))
     task = _task64()
     key = jax.random.key(0)
 
     def held_constant(p):
         # phi = p + sum of inner updates, the updates computed at p and frozen.
-        phi = second.adapt(jax.lax.stop_gradient(p), task.support).params
+        phi = second.run_inner(jax.lax.stop_gradient(p), task.support).params
         delta = jax.tree.map(lambda a, b: a - b, phi, jax.lax.stop_gradient(p))
         return second.split_loss(jax.tree.map(jnp.add, p, delta), task.query)
 
@@ -107,7 +108,7 @@ def test_first_order_equals_gradient_with_inner_update_held_constant(x64, kind):
 
 def test_meta_loss_is_query_loss_after_inner_sgd_step():
     model = MODELS["function"]()
-    maml = MAML(model, losses.mse, optax.sgd(0.05), inner_steps=1)
+    maml = MAML(model, losses.mse, InnerLoop(optax.sgd(0.05), steps=1))
     params = maml.init(jax.random.key(1))
     task = Sinusoid(k_shot=4, k_query=6).sample(jax.random.key(2))
     g = jax.grad(maml.split_loss)(params, task.support)
@@ -122,7 +123,7 @@ def test_meta_loss_is_query_loss_after_inner_sgd_step():
 
 def test_meta_gradient_is_vmappable_over_a_meta_batch():
     model = MODELS["nnx"]()
-    maml = MAML(model, losses.mse, optax.sgd(0.01))
+    maml = MAML(model, losses.mse, InnerLoop(optax.sgd(0.01)))
     params = maml.init(jax.random.key(0))
     tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 4))
     keys = jax.random.split(jax.random.key(2), 4)
@@ -138,9 +139,9 @@ def test_meta_gradient_is_vmappable_over_a_meta_batch():
 
 
 def test_batch_meta_grad_is_the_mean_of_per_task_meta_grads():
-    from metajax.algorithms import vmap_mean
+    from metajax.core.learner import vmap_mean
 
-    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.05), inner_steps=2)
+    maml = MAML(MODELS["nnx"](), losses.mse, InnerLoop(optax.sgd(0.05), steps=2))
     params = maml.init(jax.random.key(0))
     tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 6))
     keys = jax.random.split(jax.random.key(2), 6)
@@ -152,8 +153,10 @@ def test_batch_meta_grad_is_the_mean_of_per_task_meta_grads():
 
 @pytest.mark.parametrize("chunk", [1, 2, 4])
 def test_task_chunks_give_the_batch_meta_gradient(chunk):
-    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), inner_steps=2)
-    chunked = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), inner_steps=2, task_chunk=chunk)
+    maml = MAML(MODELS["nnx"](), losses.mse, InnerLoop(optax.sgd(0.1), steps=2))
+    chunked = MAML(
+        MODELS["nnx"](), losses.mse, InnerLoop(optax.sgd(0.1), steps=2), task_chunk=chunk
+    )
     params = maml.init(jax.random.key(0))
     keys = jax.random.split(jax.random.key(1), 4)
     tasks = jax.vmap(Sinusoid().sample)(keys)
@@ -163,7 +166,7 @@ def test_task_chunks_give_the_batch_meta_gradient(chunk):
 
 
 def test_task_chunk_must_divide_the_meta_batch():
-    maml = MAML(MODELS["nnx"](), losses.mse, optax.sgd(0.1), task_chunk=3)
+    maml = MAML(MODELS["nnx"](), losses.mse, InnerLoop(optax.sgd(0.1)), task_chunk=3)
     params = maml.init(jax.random.key(0))
     keys = jax.random.split(jax.random.key(1), 4)
     tasks = jax.vmap(Sinusoid().sample)(keys)

@@ -12,6 +12,7 @@ import pytest
 
 from metajax import MAML, MAMLPlusPlus, Sinusoid, from_function, losses
 from metajax.algorithms import multi_step_weights
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Split
 
 
@@ -63,9 +64,9 @@ def _spread(params, key, scale=0.3):
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_all_switches_off_is_maml(first_order):
-    maml = MAML(MODEL, losses.mse, optax.sgd(0.1), inner_steps=3, first_order=first_order)
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, optax.sgd(0.1), inner_steps=3,
-                          first_order=first_order, **ALL_OFF)  # fmt: skip
+    maml = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=3, first_order=first_order))
+    mamlpp = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=3,
+                          first_order=first_order), **ALL_OFF)  # fmt: skip
     theta = maml.init(jax.random.key(0))
     expected, _ = maml.batch_meta_grad(theta, _tasks(), _keys())
     grads, _ = mamlpp.batch_meta_grad({"init": theta}, _tasks(), _keys(), step=5)
@@ -85,8 +86,7 @@ def test_multi_step_weights_sum_to_one_and_move_to_the_last_step():
 
 def test_multi_step_loss_is_the_weighted_query_losses_of_maml_at_each_step():
     steps, anneal, step = 3, 40, 10
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, optax.sgd(0.1), inner_steps=steps,
-                          msl_anneal_steps=anneal, per_step_bn=False, lslr=False)  # fmt: skip
+    mamlpp = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=steps), msl_anneal_steps=anneal, per_step_bn=False, lslr=False)  # fmt: skip
     theta = MODEL.init(jax.random.key(0))
     task = jax.tree.map(lambda a: a[0], _tasks())
     weights = multi_step_weights(step, steps, anneal)
@@ -94,38 +94,42 @@ def test_multi_step_loss_is_the_weighted_query_losses_of_maml_at_each_step():
                                           first_order=False)  # fmt: skip
     by_hand = 0.0
     for i in range(1, steps + 1):
-        phi = MAML(MODEL, losses.mse, optax.sgd(0.1), inner_steps=i).adapt(theta, task.support)
+        phi = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=i)).run_inner(
+            theta, task.support
+        )
         by_hand += weights[i - 1] * losses.mse(MODEL.apply(phi.params, task.query.x), task.query.y)
     np.testing.assert_allclose(loss, by_hand, rtol=1e-5)
     assert float(metrics["final_query_loss"]) != pytest.approx(float(loss))
 
 
 def test_lslr_with_equal_rates_is_sgd_and_uses_each_steps_rate():
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, inner_steps=3, lslr_init=0.1, per_step_bn=False)
+    mamlpp = MAMLPlusPlus(
+        MODEL, losses.mse, InnerLoop(None, steps=3), lslr_init=0.1, per_step_bn=False
+    )
     params = mamlpp.init(jax.random.key(0))
     support = jax.tree.map(lambda a: a[0], _tasks()).support
-    maml = MAML(MODEL, losses.mse, optax.sgd(0.1), inner_steps=3)
+    maml = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=3))
     chex.assert_trees_all_close(
-        mamlpp.adapt(params, support).params, maml.adapt(params["init"], support).params,
+        mamlpp.run_inner(params, support).params, maml.run_inner(params["init"], support).params,
         rtol=1e-6, atol=1e-6,
     )  # fmt: skip
     # Rate 0 at step 1 (index 1) only: steps 0 and 2 move, step 1 does not.
     lr = jax.tree.map(lambda r: r.at[1].set(0.0), params["lr"])
-    frozen_step = mamlpp.adapt({**params, "lr": lr}, support)
+    frozen_step = mamlpp.run_inner({**params, "lr": lr}, support)
     losses_ = frozen_step.support_losses
     assert float(losses_[1]) == pytest.approx(float(losses_[2]), rel=1e-6)
     assert float(losses_[0]) != pytest.approx(float(losses_[1]), rel=1e-3)
 
 
 def test_per_step_norm_copy_t_acts_from_step_t():
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, inner_steps=3, lslr_init=0.1)
+    mamlpp = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(None, steps=3), lslr_init=0.1)
     params = mamlpp.init(jax.random.key(0))
     assert sorted(params) == ["init", "lr", "norm"] and "norm" not in params["init"]
     chex.assert_shape(params["norm"]["norm"]["scale"], (3, 6))
     support = jax.tree.map(lambda a: a[0], _tasks()).support
-    base = mamlpp.adapt(params, support)
+    base = mamlpp.run_inner(params, support)
     changed = jax.tree.map(lambda a: a.at[1].multiply(2.0), params["norm"])
-    moved = mamlpp.adapt({**params, "norm": changed}, support)
+    moved = mamlpp.run_inner({**params, "norm": changed}, support)
     np.testing.assert_allclose(base.support_losses[:1], moved.support_losses[:1], rtol=1e-7)
     assert not np.allclose(base.support_losses[1:], moved.support_losses[1:], rtol=1e-3)
     # Adapted parameters carry the last step's copy, so predict is the plain model.
@@ -137,15 +141,15 @@ def test_per_step_norm_copy_t_acts_from_step_t():
 def test_per_step_bn_without_norm_parameters_is_a_clear_error():
     model = from_function(lambda p, x: x * p["w"], lambda k: {"w": jnp.ones(1)})
     with pytest.raises(ValueError, match="per_step_bn"):
-        MAMLPlusPlus(model, losses.mse, inner_steps=2).init(jax.random.key(0))
-    with pytest.raises(ValueError, match="inner_optimizer"):
-        MAMLPlusPlus(model, losses.mse, inner_steps=2, lslr=False)
+        MAMLPlusPlus(model, losses.mse, InnerLoop(None, steps=2)).init(jax.random.key(0))
+    with pytest.raises(ValueError, match="needs an inner optimizer"):
+        MAMLPlusPlus(model, losses.mse, InnerLoop(None, steps=2), lslr=False)
+    with pytest.raises(ValueError, match="meta-learns its inner update"):
+        MAMLPlusPlus(model, losses.mse, InnerLoop(optax.sgd(0.1), steps=2), lslr=True)
 
 
 def test_derivative_order_annealing_switches_at_the_step_under_one_compilation():
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, optax.sgd(0.1), inner_steps=2,
-                          first_order_steps=4, multi_step_loss=False, per_step_bn=False,
-                          lslr=False)  # fmt: skip
+    mamlpp = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=2), first_order_steps=4, multi_step_loss=False, per_step_bn=False, lslr=False)  # fmt: skip
     theta = MODEL.init(jax.random.key(0))
     traces = []
 
@@ -154,8 +158,8 @@ def test_derivative_order_annealing_switches_at_the_step_under_one_compilation()
         traces.append(step)
         return mamlpp.batch_meta_grad({"init": theta}, _tasks(), _keys(), step)[0]["init"]
 
-    first = MAML(MODEL, losses.mse, optax.sgd(0.1), inner_steps=2, first_order=True)
-    second = MAML(MODEL, losses.mse, optax.sgd(0.1), inner_steps=2)
+    first = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=2, first_order=True))
+    second = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.1), steps=2))
     fo, _ = first.batch_meta_grad(theta, _tasks(), _keys())
     so, _ = second.batch_meta_grad(theta, _tasks(), _keys())
     chex.assert_trees_all_close(grad_at(3), fo, rtol=1e-5, atol=1e-6)
@@ -166,7 +170,9 @@ def test_derivative_order_annealing_switches_at_the_step_under_one_compilation()
 
 def test_full_mamlpp_meta_gradient_matches_finite_differences(x64):
     """Multi-step loss mid-annealing, per-step norm copies and per-step rates, second order."""
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, inner_steps=3, msl_anneal_steps=10, lslr_init=0.1)
+    mamlpp = MAMLPlusPlus(
+        MODEL, losses.mse, InnerLoop(None, steps=3), msl_anneal_steps=10, lslr_init=0.1
+    )
     params = jax.tree.map(lambda a: a.astype(jnp.float64), mamlpp.init(jax.random.key(0)))
     params = {**params, "norm": _spread(params["norm"], jax.random.key(1)),
               "lr": _spread(params["lr"], jax.random.key(2), 0.05)}  # fmt: skip
@@ -199,10 +205,10 @@ def test_full_mamlpp_meta_gradient_matches_finite_differences(x64):
 
 def test_trainer_passes_the_step(monkeypatch):
     """The trainer hands its step counter to batch_meta_grad, so schedules advance."""
-    from metajax.train.trainer import init_state, make_meta_step
+    from metajax.training.trainer import init_state, make_meta_step
 
     seen = []
-    mamlpp = MAMLPlusPlus(MODEL, losses.mse, inner_steps=2, msl_anneal_steps=3)
+    mamlpp = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(None, steps=2), msl_anneal_steps=3)
     original = MAMLPlusPlus.batch_meta_grad
 
     def spy(self, params, tasks, keys, step=0):
@@ -210,7 +216,7 @@ def test_trainer_passes_the_step(monkeypatch):
         return original(self, params, tasks, keys, step)
 
     monkeypatch.setattr(MAMLPlusPlus, "batch_meta_grad", spy)
-    step_fn = make_meta_step(mamlpp, Sinusoid(k_shot=5, k_query=5), optax.adam(1e-3), 4)
+    step_fn = make_meta_step(mamlpp, Sinusoid(k_shot=5, k_query=5), 4)
     state = init_state(mamlpp, optax.adam(1e-3), seed=0)
     state, metrics = step_fn(state)
     state, metrics = step_fn(state)
@@ -219,25 +225,25 @@ def test_trainer_passes_the_step(monkeypatch):
 
 
 def test_evaluation_steps_past_training_reuse_the_last_rate_and_copy():
-    short = MAMLPlusPlus(MODEL, losses.mse, inner_steps=2, lslr_init=0.1)
+    short = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(None, steps=2), lslr_init=0.1)
     params = short.init(jax.random.key(0))
     params = {**params, "norm": _spread(params["norm"], jax.random.key(1)),
               "lr": _spread(params["lr"], jax.random.key(2), 0.05)}  # fmt: skip
     support = Split(jnp.linspace(-1, 1, 8)[:, None], jnp.sin(3 * jnp.linspace(-1, 1, 8))[:, None])
     # The same run as a 4-step MAML++ whose steps 2 and 3 hold copies of step 1's rate and norm.
-    long = MAMLPlusPlus(MODEL, losses.mse, inner_steps=4)
+    long = MAMLPlusPlus(MODEL, losses.mse, InnerLoop(None, steps=4))
     padded = {
         "init": params["init"],
         "norm": jax.tree.map(lambda a: a[jnp.array([0, 1, 1, 1])], params["norm"]),
         "lr": jax.tree.map(lambda a: a[jnp.array([0, 1, 1, 1])], params["lr"]),
     }
-    out = short.adapt(params, support, steps=4)
-    chex.assert_trees_all_close(out.params, long.adapt(padded, support).params, rtol=1e-6)
+    out = short.run_inner(params, support, steps=4)
+    chex.assert_trees_all_close(out.params, long.run_inner(padded, support).params, rtol=1e-6)
     chex.assert_trees_all_close(
-        out.support_losses, long.adapt(padded, support).support_losses, rtol=1e-6
+        out.support_losses, long.run_inner(padded, support).support_losses, rtol=1e-6
     )
     # Zero steps: the initialization with the first step's norm copy.
-    zero = short.adapt(params, support, steps=0)
+    zero = short.run_inner(params, support, steps=0)
     chex.assert_trees_all_close(
         zero.params["norm"], jax.tree.map(lambda a: a[0], params["norm"]["norm"])
     )

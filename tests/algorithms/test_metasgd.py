@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from metajax import MAML, MetaSGD, Sinusoid, from_function, losses
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Task
 
 
@@ -48,7 +49,7 @@ def _perturbed_rates(params, key):
 
 
 def test_meta_gradient_for_rates_and_init_matches_finite_differences(x64):
-    msgd = MetaSGD(MODEL, losses.mse, inner_steps=2, alpha_init=0.05)
+    msgd = MetaSGD(MODEL, losses.mse, InnerLoop(None, steps=2), alpha_init=0.05)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), msgd.init(jax.random.key(0)))
     params = _perturbed_rates(params, jax.random.key(1))
     task, key = _task(jnp.float64), jax.random.key(0)
@@ -75,7 +76,7 @@ def test_meta_gradient_for_rates_and_init_matches_finite_differences(x64):
 
 def test_one_step_rate_gradient_has_the_closed_form():
     """phi = theta - a o g(theta)  =>  dL_Q/da = -g(theta) o grad L_Q(phi)."""
-    msgd = MetaSGD(MODEL, losses.mse, inner_steps=1, alpha_init=0.03)
+    msgd = MetaSGD(MODEL, losses.mse, InnerLoop(None, steps=1), alpha_init=0.03)
     params = _perturbed_rates(msgd.init(jax.random.key(0)), jax.random.key(1))
     task = _task()
     grads, _ = msgd.meta_grad(params, task, jax.random.key(0))
@@ -87,8 +88,8 @@ def test_one_step_rate_gradient_has_the_closed_form():
 
 
 def test_constant_rates_give_mamls_initialization_gradient():
-    msgd = MetaSGD(MODEL, losses.mse, inner_steps=2, alpha_init=0.02)
-    maml = MAML(MODEL, losses.mse, optax.sgd(0.02), inner_steps=2)
+    msgd = MetaSGD(MODEL, losses.mse, InnerLoop(None, steps=2), alpha_init=0.02)
+    maml = MAML(MODEL, losses.mse, InnerLoop(optax.sgd(0.02), steps=2))
     params = msgd.init(jax.random.key(0))
     task = _task()
     g_msgd, m_msgd = msgd.meta_grad(params, task, jax.random.key(0))
@@ -98,7 +99,7 @@ def test_constant_rates_give_mamls_initialization_gradient():
 
 
 def test_batch_meta_grad_and_adapt_shapes():
-    msgd = MetaSGD(MODEL, losses.mse, inner_steps=1)
+    msgd = MetaSGD(MODEL, losses.mse, InnerLoop(None, steps=1))
     params = msgd.init(jax.random.key(0))
     tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 4))
     grads, metrics = jax.jit(msgd.batch_meta_grad)(
@@ -107,10 +108,10 @@ def test_batch_meta_grad_and_adapt_shapes():
     chex.assert_trees_all_equal_shapes(grads, params)
     assert metrics["meta_loss"].shape == ()
     first = Task(jax.tree.map(lambda a: a[0], tasks.support), None, {})
-    adapted = msgd.adapt(params, first.support, steps=3).params
+    adapted = msgd.run_inner(params, first.support, steps=3).params
     chex.assert_trees_all_equal_shapes(adapted, params["init"])
 
 
 def test_zero_inner_steps_is_a_clear_error():
-    with pytest.raises(ValueError, match="MetaSGD needs inner_steps >= 1"):
-        MetaSGD(MODEL, losses.mse, inner_steps=0)
+    with pytest.raises(ValueError, match="MetaSGD needs inner steps >= 1"):
+        MetaSGD(MODEL, losses.mse, InnerLoop(None, steps=0))

@@ -24,7 +24,7 @@ def test_logits_are_negative_squared_distances_to_class_means():
     xs = jax.random.normal(jax.random.key(1), (6, 3))
     ys = jnp.array([2, 0, 1, 0, 2, 1])
     xq = jax.random.normal(jax.random.key(2), (4, 3))
-    adapted = net.adapt(w, Split(xs, ys)).params
+    adapted = net.adapt(w, Split(xs, ys))
     emb, qemb = np.asarray(xs @ w), np.asarray(xq @ w)
     protos = np.stack([emb[np.asarray(ys) == k].mean(0) for k in range(3)])
     expected = -((qemb[:, None] - protos[None]) ** 2).sum(-1)
@@ -58,7 +58,7 @@ def test_jitted_meta_step_with_episode_sampling_makes_no_host_transfer():
     dist = Episodes(data, n_way=3, k_shot=1, k_query=2, rotations=True)
     net = ProtoNet(from_nnx(lambda r: Conv4(1, 0, image_size=16, filters=8, rngs=r)))
     opt = optax.adam(1e-3)
-    run = make_train_fn(make_meta_step(net, dist, opt, meta_batch_size=4))
+    run = make_train_fn(make_meta_step(net, dist, meta_batch_size=4))
     state = run(init_state(net, opt, seed=0), 2)[0]  # compile, place constants
     with jax.transfer_guard("disallow"):
         state, metrics = run(state, 2)

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from metajax import Reptile, Sinusoid, fomaml, from_function, losses
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Split, Task
 
 
@@ -27,7 +28,7 @@ def _tasks():
 
 def test_one_meta_step_equals_the_formula_by_hand():
     lr, eps, steps = 0.1, 0.5, 2
-    reptile = Reptile(LINE, losses.mse, optax.sgd(lr), inner_steps=steps)
+    reptile = Reptile(LINE, losses.mse, InnerLoop(optax.sgd(lr), steps=steps))
     theta = reptile.init(jax.random.key(0))
     tasks = _tasks()
     grads, _ = reptile.batch_meta_grad(theta, tasks, jax.random.split(jax.random.key(0), 2))
@@ -53,8 +54,8 @@ def test_one_sgd_step_is_alpha_times_the_first_order_maml_direction():
     alpha = 0.05
     task = Sinusoid(k_shot=10, k_query=10).sample(jax.random.key(1))
     task = Task(task.support, task.support, {})  # one minibatch: the paper's k = 1 case
-    reptile = Reptile(LINE, losses.mse, optax.sgd(alpha), inner_steps=1)
-    fo = fomaml(LINE, losses.mse, optax.sgd(alpha), inner_steps=0)
+    reptile = Reptile(LINE, losses.mse, InnerLoop(optax.sgd(alpha), steps=1))
+    fo = fomaml(LINE, losses.mse, InnerLoop(optax.sgd(alpha), steps=0))
     theta = reptile.init(jax.random.key(0))
     g_reptile, _ = reptile.meta_grad(theta, task, jax.random.key(2))
     g_fomaml, _ = fo.meta_grad(theta, task, jax.random.key(2))
@@ -62,8 +63,8 @@ def test_one_sgd_step_is_alpha_times_the_first_order_maml_direction():
 
 
 def test_inner_adam_and_chunks_give_the_same_batch_update():
-    reptile = Reptile(LINE, losses.mse, optax.adam(0.1), inner_steps=3)
-    chunked = Reptile(LINE, losses.mse, optax.adam(0.1), inner_steps=3, task_chunk=1)
+    reptile = Reptile(LINE, losses.mse, InnerLoop(optax.adam(0.1), steps=3))
+    chunked = Reptile(LINE, losses.mse, InnerLoop(optax.adam(0.1), steps=3), task_chunk=1)
     theta = reptile.init(jax.random.key(0))
     keys = jax.random.split(jax.random.key(0), 2)
     chex.assert_trees_all_close(
@@ -74,8 +75,8 @@ def test_inner_adam_and_chunks_give_the_same_batch_update():
 
 
 def test_zero_inner_steps_is_a_clear_error():
-    with pytest.raises(ValueError, match="Reptile needs inner_steps >= 1"):
-        Reptile(LINE, losses.mse, optax.sgd(0.1), inner_steps=0)
+    with pytest.raises(ValueError, match="Reptile needs inner steps >= 1"):
+        Reptile(LINE, losses.mse, InnerLoop(optax.sgd(0.1), steps=0))
 
 
 def _norm_init(key):
@@ -94,15 +95,15 @@ NORM_MODEL = from_function(_norm_apply, _norm_init)
 
 def test_non_transductive_prediction_sees_the_support_and_one_query_at_a_time():
     task = Sinusoid(k_shot=5, k_query=7).sample(jax.random.key(4))
-    kwargs = dict(inner_steps=2)
-    transductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), **kwargs)
-    inductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), transductive=False, **kwargs)
+    inner = InnerLoop(optax.sgd(0.05), steps=2)
+    transductive = Reptile(NORM_MODEL, losses.mse, inner)
+    inductive = Reptile(NORM_MODEL, losses.mse, inner, transductive=False)
     theta = transductive.init(jax.random.key(0))
-    phi = transductive.adapt(theta, task.support).params
-    adapted = inductive.adapt(theta, task.support).params
-    chex.assert_trees_all_close(adapted.params, phi)  # the same inner loop
+    phi = transductive.adapt(theta, task.support)
+    adapted = inductive.adapt(theta, task.support)
+    chex.assert_trees_all_close(adapted.params, phi.params)  # the same inner loop
     by_hand = jnp.stack([
-        NORM_MODEL.apply(phi, jnp.concatenate([task.support.x, q[None]]))[-1]
+        NORM_MODEL.apply(phi.params, jnp.concatenate([task.support.x, q[None]]))[-1]
         for q in task.query.x
     ])  # fmt: skip
     np.testing.assert_allclose(inductive.predict(adapted, task.query.x), by_hand, rtol=1e-5)
@@ -119,12 +120,11 @@ def test_non_transductive_prediction_sees_the_support_and_one_query_at_a_time():
 
 
 def test_non_transductive_evaluation_runs_through_evaluate():
-    from metajax.config import Experiment
-    from metajax.train.evaluate import evaluate
+    from metajax.training.evaluate import evaluate
 
-    inductive = Reptile(NORM_MODEL, losses.mse, optax.sgd(0.05), transductive=False)
+    inductive = Reptile(NORM_MODEL, losses.mse, InnerLoop(optax.sgd(0.05)), transductive=False,
+                        metric=losses.MSE, eval_steps=(0, 2))  # fmt: skip
     sinusoid = Sinusoid(k_shot=5, k_query=6)
-    experiment = Experiment(inductive, sinusoid, sinusoid, optax.adam(1e-3), "mse", (0, 2))
-    out = evaluate(experiment, inductive.init(jax.random.key(0)), num_tasks=8, chunk=4)
+    out = evaluate(inductive, sinusoid, inductive.init(jax.random.key(0)), num_tasks=8, chunk=4)
     assert sorted(out) == ["mse_after_0", "mse_after_2"]
     assert all(np.isfinite(v["mean"]) for v in out.values())

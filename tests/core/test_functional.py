@@ -8,6 +8,7 @@ import numpy as np
 from flax import nnx
 
 from metajax.core.functional import from_function, from_linen, from_nnx
+from metajax.core.inner import InnerLoop
 from metajax.models import MLP
 
 
@@ -70,7 +71,7 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_float32_params_and_gradi
     task = Sinusoid().sample(jax.random.key(2))
     grads = {}
     for name, model in (("full", full), ("half", half)):
-        maml = MAML(model, losses.mse, optax.sgd(0.01))
+        maml = MAML(model, losses.mse, InnerLoop(optax.sgd(0.01)))
         grads[name], _ = jax.jit(maml.meta_grad)(params, task, jax.random.key(3))
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads["half"]))
     flat = [jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads[k])]) for k in grads]

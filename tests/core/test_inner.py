@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from metajax.core.inner import adapt
+from metajax.core.inner import InnerLoop, adapt
 from metajax.core.types import Split, Task
 
 
@@ -127,7 +127,7 @@ def test_second_order_through_inner_adam_and_momentum_matches_finite_differences
         x = jax.random.normal(jax.random.key(1), (8, 3), jnp.float64).at[:, 2].set(0.0)
         y = jnp.sin(x[:, :1])
         task = Task(Split(x[:4], y[:4]), Split(x[4:], y[4:]), {})
-        maml = MAML(model, losses.mse, optimizer, inner_steps=3)
+        maml = MAML(model, losses.mse, InnerLoop(optimizer, steps=3))
         params = jax.tree.map(lambda a: a.astype(jnp.float64), maml.init(jax.random.key(0)))
         grads, _ = maml.meta_grad(params, task, jax.random.key(0))
         flat, unravel = jax.flatten_util.ravel_pytree(params)

@@ -11,6 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 from metajax import MAML, from_nnx, kernels, losses
+from metajax.core.inner import InnerLoop
 from metajax.core.types import Split, Task
 from metajax.kernels import build
 from metajax.models import Conv4, resolve_conv
@@ -97,7 +98,7 @@ def test_conv4_maml_meta_gradient_equals_xla_under_vmap_and_task_loop(x64):
     keys = jax.random.split(jax.random.key(2), 4)
     grads = {}
     for conv, chunk in (("xla", None), ("ffi", None), ("ffi", 1)):
-        maml = MAML(model[conv], losses.cross_entropy, optax.sgd(0.4), task_chunk=chunk)
+        maml = MAML(model[conv], losses.cross_entropy, InnerLoop(optax.sgd(0.4)), task_chunk=chunk)
         grads[conv, chunk] = jax.jit(maml.batch_meta_grad)(params, tasks, keys)[0]
     assert float(optax.tree.norm(grads["xla", None])) > 1.0
     chex.assert_trees_all_close(grads["ffi", None], grads["xla", None], rtol=1e-8, atol=1e-12)

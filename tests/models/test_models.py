@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metajax import from_nnx
+from metajax.core.inner import InnerLoop
 from metajax.models import MLP, Conv4, ResNet12, TransductiveBatchNorm, max_pool_2x2
 
 
@@ -58,7 +59,7 @@ def test_conv4_meta_gradient_through_an_inner_step():
     from metajax.core.types import Split, Task
 
     model = from_nnx(lambda r: Conv4(1, 3, image_size=16, filters=4, rngs=r))
-    maml = MAML(model, losses.cross_entropy, optax.sgd(0.1))
+    maml = MAML(model, losses.cross_entropy, InnerLoop(optax.sgd(0.1)))
     params = maml.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (6, 16, 16, 1))
     y = jnp.array([0, 1, 2, 0, 1, 2])

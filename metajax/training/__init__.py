@@ -1,20 +1,26 @@
 """Training, checkpoints, evaluation and plots."""
 
-from metajax.train.checkpoint import CheckpointError
-from metajax.train.evaluate import evaluate, mean_ci95
-from metajax.train.trainer import (
+from metajax.core.learner import TrainState
+from metajax.training.checkpoint import CheckpointError
+from metajax.training.evaluate import evaluate, mean_ci95
+from metajax.training.trainer import (
     NonFiniteLossError,
-    TrainState,
+    RunError,
     init_state,
     load_state,
     make_meta_step,
     make_train_fn,
+    restore_state,
+    run_config,
+    save_state,
+    task_mesh,
     train,
 )
 
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
+    "RunError",
     "TrainState",
     "evaluate",
     "init_state",
@@ -22,5 +28,9 @@ __all__ = [
     "make_meta_step",
     "make_train_fn",
     "mean_ci95",
+    "restore_state",
+    "run_config",
+    "save_state",
+    "task_mesh",
     "train",
 ]

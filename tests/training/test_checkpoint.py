@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metajax.train import checkpoint
-from metajax.train.checkpoint import CheckpointError
+from metajax.training import checkpoint
+from metajax.training.checkpoint import CheckpointError
 
 
 def _tree(v=1.0):

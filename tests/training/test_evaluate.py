@@ -1,14 +1,17 @@
 """Evaluation: the CI formula, and the metric after k steps against a direct computation."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import optax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metajax import MAML, Experiment, Sinusoid, from_nnx, losses, sample_tasks
+from metajax import MAML, Sinusoid, from_nnx, losses, sample_tasks
+from metajax.core.inner import InnerLoop
 from metajax.models import MLP
-from metajax.train.evaluate import evaluate, mean_ci95
+from metajax.training.evaluate import evaluate, mean_ci95
 
 
 @settings(max_examples=50, deadline=None)
@@ -23,17 +26,19 @@ def test_mean_ci95_is_mean_and_1_96_standard_errors(values):
 
 
 def test_evaluate_matches_adapting_each_task_by_hand():
-    maml = MAML(from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, optax.sgd(0.02))
+    maml = MAML(
+        from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, InnerLoop(optax.sgd(0.02))
+    )
     params = maml.init(jax.random.key(0))
     test_tasks = Sinusoid(k_shot=5, k_query=20)
-    experiment = Experiment(maml, Sinusoid(), test_tasks, optax.adam(1e-3), "mse", (0, 1, 3))
-    out = evaluate(experiment, params, num_tasks=40, seed=7, chunk=16)
+    maml = dataclasses.replace(maml, metric=losses.MSE, eval_steps=(0, 1, 3))
+    out = evaluate(maml, test_tasks, params, num_tasks=40, seed=7, chunk=16)
     tasks = sample_tasks(test_tasks, jax.random.key(7), 40)
     for k in (0, 1, 3):
         per_task = []
         for i in range(40):
             task = jax.tree.map(lambda a, i=i: a[i], tasks)
-            phi = maml.adapt(params, task.support, steps=k).params
+            phi = maml.adapt(params, task.support, steps=k)
             per_task.append(float(losses.mse(maml.predict(phi, task.query.x), task.query.y)))
         expected = mean_ci95(np.array(per_task))
         np.testing.assert_allclose(out[f"mse_after_{k}"]["mean"], expected["mean"], rtol=1e-4)

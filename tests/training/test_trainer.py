@@ -18,9 +18,10 @@ import pytest
 import metajax
 from metajax import MAML, Sinusoid, from_nnx, losses
 from metajax.config import get_config, override
+from metajax.core.inner import InnerLoop
 from metajax.models import MLP
-from metajax.train import checkpoint
-from metajax.train.trainer import (
+from metajax.training import checkpoint
+from metajax.training.trainer import (
     NonFiniteLossError,
     init_state,
     load_state,
@@ -31,18 +32,20 @@ from metajax.train.trainer import (
 
 
 def _maml():
-    return MAML(from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, optax.sgd(0.01))
+    return MAML(
+        from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, InnerLoop(optax.sgd(0.01))
+    )
 
 
 def _small(**changes):
     cfg = get_config("sinusoid-maml")
     cfg = override(cfg, ["hidden=16,16", "eval_tasks=50", "meta_batch_size=4"])
-    return dataclasses.replace(cfg, **changes)
+    return cfg.replace(**changes)
 
 
 def test_k_steps_per_dispatch_equals_k_single_steps():
     maml, opt = _maml(), optax.adam(1e-2)
-    step = make_meta_step(maml, Sinusoid(), opt, meta_batch_size=5)
+    step = make_meta_step(maml, Sinusoid(), meta_batch_size=5)
     run = make_train_fn(step)
     a = run(init_state(maml, opt, seed=3), 8)[0]
     b = init_state(maml, opt, seed=3)
@@ -53,9 +56,9 @@ def test_k_steps_per_dispatch_equals_k_single_steps():
 
 
 def test_meta_step_samples_a_new_batch_each_step_and_learns():
-    maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, optax.sgd(0.01))
+    maml = MAML(from_nnx(lambda r: MLP(1, 1, rngs=r)), losses.mse, InnerLoop(optax.sgd(0.01)))
     opt = optax.adam(1e-3)
-    run = make_train_fn(make_meta_step(maml, Sinusoid(), opt, meta_batch_size=25))
+    run = make_train_fn(make_meta_step(maml, Sinusoid(), meta_batch_size=25))
     state, metrics = run(init_state(maml, opt, seed=0), 1500)
     losses_ = np.asarray(metrics["meta_loss"])
     assert losses_.shape == (1500,)
@@ -82,7 +85,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     experiment = dataclasses.replace(cfg.build(), optimizer=_nan_from_step(43))
     with pytest.raises(NonFiniteLossError, match=r"NaN/Inf at step 43 .*kept \(step 40 in"):
         train(cfg, tmp_path, experiment=experiment)
-    target = init_state(experiment.algorithm, experiment.optimizer, cfg.seed)
+    target = init_state(experiment.learner, experiment.optimizer, cfg.seed)
     step, state = checkpoint.restore(tmp_path / "checkpoints", target)
     assert step == int(state.step) == 40
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params))
@@ -99,7 +102,7 @@ def test_workdir_of_another_config_is_refused(tmp_path):
 def test_resume_continues_from_checkpoint_and_extends_steps(tmp_path):
     cfg = _small(steps=20, steps_per_dispatch=5, checkpoint_every=10)
     full = train(cfg, tmp_path / "full")
-    train(dataclasses.replace(cfg, steps=10), tmp_path / "split")
+    train(cfg.replace(steps=10), tmp_path / "split")
     resumed = train(cfg, tmp_path / "split")
     chex.assert_trees_all_equal(full.params, resumed.params)
     logged = [

@@ -15,17 +15,17 @@ SCRIPT = textwrap.dedent(
     os.environ["JAX_PLATFORMS"] = "cpu"
     import json, sys
     import jax, numpy as np, optax
-    from metajax import MAML, Sinusoid, from_nnx, losses
+    from metajax import MAML, InnerLoop, Sinusoid, from_nnx, losses
     from metajax.models import MLP
-    from metajax.train.trainer import init_state, make_meta_step, make_train_fn, task_mesh
+    from metajax.training.trainer import init_state, make_meta_step, make_train_fn, task_mesh
 
     assert jax.device_count() == 4
-    maml = MAML(from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse, optax.sgd(0.01),
-                task_chunk=int(sys.argv[1]) or None)
+    maml = MAML(from_nnx(lambda r: MLP(1, 1, (16,), rngs=r)), losses.mse,
+                InnerLoop(optax.sgd(0.01)), task_chunk=int(sys.argv[1]) or None)
     opt = optax.adam(1e-3)
     out = {}
     for name, mesh in (("single", None), ("sharded", task_mesh())):
-        fn = make_train_fn(make_meta_step(maml, Sinusoid(), opt, 8, mesh))
+        fn = make_train_fn(make_meta_step(maml, Sinusoid(), 8, mesh))
         state = init_state(maml, opt, seed=0)
         if name == "sharded":
             out["hlo_all_reduce"] = "all-reduce" in fn.lower(state, 3).compile().as_text()
@@ -35,20 +35,20 @@ SCRIPT = textwrap.dedent(
         if name == "sharded":
             out["replicated"] = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params))
     try:
-        make_meta_step(maml, Sinusoid(), opt, 6, task_mesh())
+        make_meta_step(maml, Sinusoid(), 6, task_mesh())
     except ValueError as err:
         out["error"] = str(err)
     # The config switch, through train(): checkpoints and all.
     import dataclasses, tempfile
     from metajax.config import get_config
-    from metajax.train.trainer import train
-    base = dataclasses.replace(get_config("sinusoid-maml"), steps=4, steps_per_dispatch=2,
-                               meta_batch_size=8, checkpoint_every=2)
+    from metajax.training.trainer import train
+    base = get_config("sinusoid-maml").replace(steps=4, steps_per_dispatch=2,
+                                               meta_batch_size=8, checkpoint_every=2)
     with tempfile.TemporaryDirectory() as tmp:
-        finals = [train(dataclasses.replace(base, shard_tasks=flag), f"{tmp}/{flag}").params
+        finals = [train(base.replace(shard_tasks=flag), f"{tmp}/{flag}").params
                   for flag in (False, True)]
         try:
-            train(dataclasses.replace(base, shard_tasks=True, meta_batch_size=6), f"{tmp}/x")
+            train(base.replace(shard_tasks=True, meta_batch_size=6), f"{tmp}/x")
         except ValueError as err:
             out["train_error"] = str(err)
     out["train_max_diff"] = max(float(np.abs(a - b).max()) for a, b in

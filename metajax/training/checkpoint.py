@@ -17,10 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from metajax.errors import UserError
+
 _NAME = re.compile(r"^step_(\d+)\.npz$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt, or does not fit the run it is restored into."""
 
 
