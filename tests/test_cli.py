@@ -51,6 +51,8 @@ def test_train_then_eval_json(tmp_path, capsys):
         (["train", "nope"], "Unknown config 'nope'"),
         (["train", "sinusoid-maml", "--set", "bogus=1"], "Valid keys"),
         (["eval", "/nonexistent/run"], "is not a metajax run"),
+        (["train", "sinusoid-maml", "--set", "cg_steps=9"], "'cg_steps' is a setting of imaml"),
+        (["train", "sinusoid-maml", "--data-dir", "/tmp"], "reads no data files"),
     ],
 )
 def test_errors_exit_2_with_a_message(argv, message, capsys):
@@ -98,3 +100,28 @@ def test_persistent_compilation_cache_is_written_and_reused(tmp_path):
     assert any(n.startswith("jit_run-") for n in os.listdir(tmp_path / "xla"))
     # A fresh cache has nothing to hit; the second run finds its programs there.
     assert hits[0] == 0 and hits[1] >= 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--tasks", "0"], "--tasks must be >= 2"),
+        (["--tasks", "-5"], "--tasks must be >= 2"),
+        (["--n-way", "0"], "--n-way must be >= 1"),
+        (["--k-shot", "0"], "--k-shot must be >= 1"),
+    ],
+)
+def test_eval_flags_are_validated(flags, message, capsys):
+    assert main(["eval", "/nonexistent/run", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch):
+    import metajax.cli as cli
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cli, "run_config", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train", "sinusoid-maml", "--set", "steps=1"])

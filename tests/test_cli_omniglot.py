@@ -33,12 +33,19 @@ pytestmark = pytest.mark.usefixtures("offline_data")
 
 @pytest.mark.slow
 @needs_data
-def test_minimal_protonet_trains_and_evaluates_at_another_way(tmp_path, capsys):
+def test_minimal_protonet_trains_and_evaluates_at_another_way(tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.delenv("METAJAX_DATA_DIR", raising=False)
     workdir = tmp_path / "pn"
     assert (
         _train("omniglot-minimal-protonet", workdir, "steps=4", "train_way=5", "eval_tasks=20") == 0
     )
     assert "accuracy" in capsys.readouterr().out
+    # The run records its data folder; eval and load find it without --data-dir.
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["benchmark"]["data_dir"] == str(SHARED.resolve())
+    assert "METAJAX_DATA_DIR" not in os.environ
     assert main(["eval", str(workdir), "--json", "--n-way", "20", "--tasks", "10"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["config"] == "omniglot-minimal-protonet"

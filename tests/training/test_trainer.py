@@ -27,6 +27,7 @@ from metajax.training.trainer import (
     load_state,
     make_meta_step,
     make_train_fn,
+    run_config,
     train,
 )
 
@@ -156,5 +157,80 @@ def test_killed_run_resumes_to_bitwise_equal_params(tmp_path):
 
 
 def test_public_api_exports():
-    for name in ("MAML", "train", "evaluate", "from_nnx", "Sinusoid", "adapt"):
+    import types
+
+    for name in ("MAML", "train", "evaluate", "from_nnx", "Sinusoid", "adapt", "InnerLoop",
+                 "save_state", "restore_state", "register_config", "load"):  # fmt: skip
         assert hasattr(metajax, name)
+    # Every name of the README's library table.
+    for name in ("ProtoNet", "MLP", "Conv4", "ResNet12", "ClassImages", "Episodes", "ffi_conv",
+                 "resolve_conv"):  # fmt: skip
+        assert hasattr(metajax, name), name
+    assert callable(metajax.train) and isinstance(metajax.training, types.ModuleType)
+
+
+def test_extending_a_scheduled_run_keeps_its_schedule(tmp_path):
+    cfg = _small(steps=10, steps_per_dispatch=5, lr_schedule="cosine", outer_lr=1e-2)
+    train(cfg, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["trainer"]["schedule_steps"] == 10  # the horizon is fixed when the run starts
+    longer = run_config(cfg.replace(steps=20), tmp_path)
+    assert longer.trainer.schedule_steps == 10 and longer.steps == 20
+    planned = cfg.replace(schedule_steps=10).trainer.outer_lr_schedule()
+    extended = longer.trainer.outer_lr_schedule()
+    for step in (0, 5, 9, 10, 15):
+        assert float(extended(step)) == float(planned(step))
+    train(cfg.replace(steps=20), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["trainer"]["steps"] == 20
+    # Another horizon is another run.
+    with pytest.raises(ValueError, match="trainer.schedule_steps"):
+        train(cfg.replace(steps=20, schedule_steps=20), tmp_path)
+
+
+def test_a_lower_steps_on_a_finished_run_does_not_rewrite_its_config(tmp_path):
+    train(_small(steps=10, steps_per_dispatch=5), tmp_path)
+    before = (tmp_path / "config.json").read_text()
+    state = train(_small(steps=4, steps_per_dispatch=5), tmp_path)
+    assert int(state.step) == 10 and (tmp_path / "config.json").read_text() == before
+
+
+def test_a_non_finite_step_through_the_api_is_loud():
+    maml, opt = _maml(), _nan_from_step(3)
+    train_fn = make_train_fn(make_meta_step(maml, Sinusoid(), meta_batch_size=4))
+    with pytest.raises(NonFiniteLossError, match="at step 3") as err:
+        train_fn(init_state(maml, opt, seed=0), 50)
+    assert err.value.step == 3 and int(err.value.state.step) == 3
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(err.value.state.params))
+    # Without the check the failed step is retried, and metrics say so.
+    quiet = make_train_fn(make_meta_step(maml, Sinusoid(), meta_batch_size=4), check_finite=False)
+    state, metrics = quiet(init_state(maml, opt, seed=0), 6)
+    assert int(state.step) == 3 and metrics["finite"].tolist() == [True] * 3 + [False] * 3
+
+
+def test_donation_is_optional():
+    maml, opt = _maml(), optax.adam(1e-3)
+    keep = make_train_fn(make_meta_step(maml, Sinusoid(), meta_batch_size=4), donate=False)
+    state = init_state(maml, opt, seed=0)
+    keep(state, 2)
+    assert int(state.step) == 0 and not jax.tree.leaves(state.params)[0].is_deleted()
+    donate = make_train_fn(make_meta_step(maml, Sinusoid(), meta_batch_size=4))
+    donate(state, 2)
+    assert jax.tree.leaves(state.params)[0].is_deleted()
+
+
+def test_user_registered_configs_train_and_load(tmp_path):
+    from metajax.config import ConfigError, register_config, unregister_config
+
+    mine = get_config("sinusoid-maml").replace(steps=6, steps_per_dispatch=3, hidden=(8,))
+    mine = dataclasses.replace(mine, name="my-api-run")
+    train(mine, tmp_path / "api")
+    # Trained from the API with an unregistered config: open it with its experiment.
+    with pytest.raises(ConfigError, match="Unknown config 'my-api-run'"):
+        metajax.load(tmp_path / "api")
+    learner = metajax.load(tmp_path / "api", experiment=mine.build())
+    assert learner.config is None and jax.tree.leaves(learner.params)
+    register_config("my-api-run", mine)
+    try:
+        assert metajax.load(tmp_path / "api").config == mine.replace(schedule_steps=0)
+    finally:
+        unregister_config("my-api-run")
