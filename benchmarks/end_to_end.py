@@ -13,7 +13,7 @@ inner step) or (d) (Prototypical Networks), Conv4, meta-batch 32.
 
 - ``metajax``: the library's path: the images live on the device as one uint8 array and
   `metajax.tasks.Episodes` samples the meta-batch inside the jitted step
-  (`metajax.train.make_meta_step`).
+  (`metajax.training.make_meta_step`).
 - ``torch``: the usual PyTorch pipeline: a ``torch.utils.data.Dataset`` whose item is one
   episode drawn on the host (NumPy indexing into the same preprocessed images), batched
   into meta-batches by a ``DataLoader`` (``--loader-workers`` worker processes, 0 by
@@ -42,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-OVERRIDES = ["n_way=5", "k_shot=1", "train_query=15", "meta_batch_size=32", "inner_steps=1",
+OVERRIDES = ["n_way=5", "k_shot=1", "train_query=15", "meta_batch_size=32",
              "train_rotations=false"]  # fmt: skip
 
 
@@ -52,8 +52,8 @@ DATA_DIR = os.environ.get("METAJAX_DATA_DIR") or str(ROOT.parent / "shared" / "d
 def _config(workload: str):
     from metajax.config import get_config, override
 
-    algorithm = "maml" if workload == "a" else "protonet"
-    settings = [*OVERRIDES, f"algorithm={algorithm}", f"data_dir={DATA_DIR}"]
+    learner = ["algorithm=maml", "inner_steps=1"] if workload == "a" else ["algorithm=protonet"]
+    settings = [*OVERRIDES, *learner, f"data_dir={DATA_DIR}"]
     return override(get_config("omniglot-minimal-fomaml"), settings)
 
 
@@ -65,7 +65,7 @@ def export_images(folder: Path, workloads: list[str]) -> dict:
     from benchmarks import jax_impls
     from benchmarks.workloads import WORKLOADS
 
-    train, _ = _config("a").load_data()
+    train, _ = _config("a").benchmark.load_data()
     images = np.asarray(train.images, np.float32) / 255.0
     for workload in workloads:
         params = jax_impls.export_params(jax_impls.metajax_init(WORKLOADS[workload]))

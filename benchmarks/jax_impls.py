@@ -18,6 +18,7 @@ from benchmarks.workloads import Workload
 from metajax import IMAML, MAML, from_nnx, losses
 from metajax.algorithms import ProtoNet
 from metajax.core.inner import InnerLoop
+from metajax.core.learner import TrainState
 from metajax.core.types import Split, Task
 from metajax.models import MLP, Conv4
 
@@ -49,7 +50,7 @@ def build_metajax(
     """The workload's meta-step through metajax's public API; ``implicit`` swaps MAML for
     iMAML (lambda 2, 5 CG steps: its memory does not grow with the inner steps). ``conv`` and
     ``task_chunk`` override the library's defaults (for the formulation studies)."""
-    # The library's defaults on this backend, as the few-shot configs pick them (FewShotConfig
+    # The library's defaults on this backend, as the few-shot configs pick them (FewShotBenchmark
     # with conv=auto, task_chunk=-1): on CPU, tasks in turn with metajax's C++ convolution.
     cpu_conv = w.kind != "sinusoid" and jax.default_backend() == "cpu"
     model = metajax_model(w, conv or "auto")
@@ -57,7 +58,9 @@ def build_metajax(
     if w.kind == "protonet":
         algorithm = ProtoNet(model, task_chunk=chunk)
     elif implicit:
-        algorithm = IMAML(model, losses.cross_entropy, InnerLoop(optax.sgd(w.inner_lr), steps=w.inner_steps, unroll=bool(unroll)), lam=2.0, cg_steps=5, task_chunk=chunk)  # fmt: skip
+        inner = InnerLoop(optax.sgd(w.inner_lr), steps=w.inner_steps, unroll=bool(unroll))
+        algorithm = IMAML(model, losses.cross_entropy, inner, lam=2.0, cg_steps=5,
+                          task_chunk=chunk)  # fmt: skip
     else:
         algorithm = MAML(
             model,
@@ -72,21 +75,23 @@ def build_metajax(
             task_chunk=chunk,
         )
     tasks = Task(Split(data["sx"], data["sy"]), Split(data["qx"], data["qy"]), {})
-    keys = jax.random.split(jax.random.key(1), w.meta_batch)
+    key = jax.random.key(1)
     opt = optax.adam(w.outer_lr)
+    # The library's meta-step on a fixed meta-batch: the learner's own update (meta-gradient
+    # and optax step), as the trainer calls it.
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params),
+                       key=jax.random.key_data(key), tx=opt)  # fmt: skip
 
     @jax.jit
     def step(state):
-        p, s = state
-        grads, _ = algorithm.batch_meta_grad(p, tasks, keys)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+        return algorithm.update(state, tasks, key)[0]
 
     @jax.jit
     def meta_loss(state):
-        return algorithm.batch_meta_grad(state[0], tasks, keys)[1]["meta_loss"]
+        keys = jax.random.split(key, w.meta_batch)
+        return algorithm.batch_meta_grad(state.params, tasks, keys)[1]["meta_loss"]
 
-    return step, (params, opt.init(params)), meta_loss
+    return step, state, meta_loss
 
 
 # ---- plain JAX -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 Runs sinusoid MAML at the paper's settings (config ``sinusoid-maml``, meta-batch 32 so that
 it splits over the devices) twice in one process on ``--devices`` simulated CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count``): on one device, and with the task
-axis sharded over a `metajax.train.task_mesh` of all of them. Both start from the same
+axis sharded over a `metajax.training.task_mesh` of all of them. Both start from the same
 state and take the same steps (``--steps`` per call, under ``lax.scan``). Prints meta-steps
 and tasks per second of each, and the largest difference between their parameters after
 one meta-step and after all of them.
