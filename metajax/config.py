@@ -696,9 +696,7 @@ def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
     """
     base = get_config(values["name"]) if base is None else base
     if "trainer" not in values:  # the flat format of earlier runs
-        flat = {k: v for k, v in values.items() if k != "name"}
-        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
-        return base.replace(**changes)
+        return _from_flat(values, base)
     config = base
     if values.get("algorithm", base.algorithm) != base.algorithm:
         config = _switch_algorithm(config, values["algorithm"])
@@ -715,6 +713,29 @@ def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
             changes[key] = tuple(value) if isinstance(value, list) else value
         parts[part] = dataclasses.replace(obj, **changes)
     return dataclasses.replace(config, **parts)
+
+
+def _from_flat(values: Mapping[str, Any], base: Config) -> Config:
+    """A config saved before configs had parts: one dict holding every algorithm's fields,
+    of which only the run's own algorithm's were in effect."""
+    config = base
+    if values.get("algorithm", base.algorithm) != base.algorithm:
+        config = _switch_algorithm(config, values["algorithm"])
+    changes = {}
+    for key, value in values.items():
+        value = tuple(value) if isinstance(value, list) else value
+        if key in ("name", "algorithm"):
+            continue
+        if key == "eval_inner_steps":  # the few-shot configs' one test-time step count
+            key, value = "eval_steps", (value,)
+        try:
+            config.part_of(key)
+        except ConfigError:
+            if any(key in _field_names(cls()) for cls in algorithms().values()):
+                continue  # another algorithm's setting, inert in the run
+            raise
+        changes[key] = value
+    return config.replace(**changes)
 
 
 def save_json(path: str | os.PathLike, config: Config) -> None:

@@ -143,3 +143,20 @@ def test_line_search_inner_solvers_are_refused_where_the_inner_loop_is_different
     for solver in ("lbfgs", "sgd_linesearch"):
         override(get_config("sinusoid-imaml"), [f"inner_optimizer={solver}"]).build()
         override(get_config("sinusoid-reptile"), [f"inner_optimizer={solver}"]).build()
+
+
+def test_a_run_saved_in_the_flat_format_of_earlier_versions_still_loads():
+    # config.json as metajax wrote it before configs had parts: every algorithm's fields.
+    flat = {"name": "sinusoid-maml", "steps": 300, "seed": 0, "meta_batch_size": 25,
+            "steps_per_dispatch": 100, "checkpoint_every": 5000, "log_every": 100,
+            "keep_checkpoints": 3, "eval_tasks": 1000, "eval_seed": 1234, "shard_tasks": False,
+            "compute_dtype": "float32", "algorithm": "maml", "k_shot": 10, "k_query": 10,
+            "eval_query": 100, "hidden": [40, 40], "inner_lr": 0.01, "inner_steps": 1,
+            "outer_lr": 0.001, "remat": False, "eval_steps": [0, 1, 10], "imaml_lambda": 1.0,
+            "cg_steps": 5, "inner_optimizer": "sgd", "inner_grad_clip": 0.0}  # fmt: skip
+    assert from_dict(flat) == override(get_config("sinusoid-maml"), ["steps=300"])
+    fewshot = {"name": "omniglot-minimal-protonet", "algorithm": "protonet", "eval_inner_steps": 3,
+               "inner_lr": 0.4, "n_way": 20}  # fmt: skip
+    assert from_dict(fewshot).n_way == 20 and from_dict(fewshot).algorithm == "protonet"
+    metasgd = {"name": "omniglot-minimal-maml", "algorithm": "metasgd", "eval_inner_steps": 1}
+    assert from_dict(metasgd).learner.eval_steps == (1,)
