@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ import jax
 
 from metajax import config as config_lib
 from metajax.errors import UserError
+from metajax.files import dumps, write_atomic
 from metajax.training.evaluate import evaluate
 from metajax.training.plots import plot_regression_adaptation
 from metajax.training.trainer import (
@@ -71,11 +71,55 @@ def _evaluate_run(
     return config.name, metrics
 
 
+def start_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Joins this process to a multi-process run (`jax.distributed.initialize`).
+
+    Each of ``coordinator`` (``host:port`` of process 0), ``num_processes`` and ``process_id``
+    defaults to ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES`` and ``$JAX_PROCESS_ID``;
+    where none is set, JAX detects the cluster itself (SLURM, Cloud TPU). On CPUs the
+    processes exchange gradients over gloo.
+    """
+    env = os.environ
+    coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS") or None
+    counts = {}
+    for flag, value, var in (("--num-processes", num_processes, "JAX_NUM_PROCESSES"),
+                             ("--process-id", process_id, "JAX_PROCESS_ID")):  # fmt: skip
+        if value is None and env.get(var, "") != "":
+            try:
+                value = int(env[var])
+            except ValueError:
+                raise config_lib.ConfigError(
+                    f"${var} must be an integer, got {env[var]!r}."
+                ) from None
+        counts[flag] = value
+    num_processes, process_id = counts["--num-processes"], counts["--process-id"]
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise config_lib.ConfigError(
+            "--distributed outside SLURM or Cloud TPU needs all three of --coordinator HOST:PORT, "
+            "--num-processes N and --process-id I (or $JAX_COORDINATOR_ADDRESS, "
+            "$JAX_NUM_PROCESSES, $JAX_PROCESS_ID)."
+        )
+    if num_processes is not None and (num_processes < 1 or not 0 <= process_id < num_processes):
+        raise config_lib.ConfigError(
+            f"--process-id must be in [0, --num-processes), and --num-processes >= 1; got "
+            f"{process_id} and {num_processes}."
+        )
+    # Cross-process collectives between CPU devices need an implementation (gloo ships in
+    # jaxlib); accelerators use their own, so this changes nothing on them.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    stray = [f for f, v in (("--coordinator", args.coordinator), ("--num-processes",
+             args.num_processes), ("--process-id", args.process_id)) if v is not None]  # fmt: skip
+    if stray and not args.distributed:
+        raise config_lib.ConfigError(f"{', '.join(stray)} only apply with --distributed.")
     if args.distributed:
-        # Reads the cluster from the environment (SLURM, Cloud TPU, or JAX_COORDINATOR_ADDRESS,
-        # JAX_NUM_PROCESSES and JAX_PROCESS_ID); run the same command on every host.
-        jax.distributed.initialize()
+        start_distributed(args.coordinator, args.num_processes, args.process_id)
     config = config_lib.override(config_lib.get_config(args.config), args.set or [])
     config = _with_data_dir(config, args.data_dir)
     workdir = Path(args.workdir or f"runs/{config.name}")
@@ -99,9 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         record = {"config": config.name, "algorithm": config.algorithm, "seed": trainer.seed,
                   "step": int(state.step), "train_s": round(wall, 1),
                   "eval_tasks": trainer.eval_tasks, "metrics": metrics}  # fmt: skip
-        tmp = workdir / "results.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(workdir / "results.json")
+        write_atomic(workdir / "results.json", dumps(record, indent=1) + "\n")
         if hasattr(experiment.test_tasks, "function"):
             plot = workdir / "adaptation.png"
             plot_regression_adaptation(
@@ -127,7 +169,7 @@ def _eval_one_shot_runs(args: argparse.Namespace) -> int:
     name = learner.config.name if learner.config is not None else ""
     metrics = {"error_rate": mean_ci95(rates), "run_error_rates": rates.tolist()}
     if args.json:
-        print(json.dumps({"config": name, "metrics": metrics}))
+        print(dumps({"config": name, "metrics": metrics}))
         return 0
     print(f"{name} ({args.workdir}): Lake et al.'s one-shot runs, error rate per run")
     for run, rate in zip(runs, rates, strict=True):
@@ -151,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                if v is not None]  # fmt: skip
     name, metrics = _evaluate_run(Path(args.workdir), args.tasks, changes, args.data_dir)
     if args.json:
-        print(json.dumps({"config": name, "metrics": metrics}))
+        print(dumps({"config": name, "metrics": metrics}))
     else:
         print(f"{name} ({args.workdir}):\n{_format_metrics(metrics)}")
     return 0
@@ -192,7 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host; with --set shard_tasks=true)",
+        help="join a multi-process run first (jax.distributed; with --set shard_tasks=true)",
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --distributed: process 0's address (else $JAX_COORDINATOR_ADDRESS)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        help="with --distributed: how many processes (else $JAX_NUM_PROCESSES)",
+    )
+    p.add_argument(
+        "--process-id",
+        type=int,
+        help="with --distributed: this process's index (else $JAX_PROCESS_ID)",
     )
     p.set_defaults(func=cmd_train)
 

@@ -22,7 +22,6 @@ import os
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ from metajax.core.inner import InnerLoop
 from metajax.core.learner import MetaLearner, Metric
 from metajax.core.types import TaskDistribution
 from metajax.errors import UserError
+from metajax.files import dumps, write_atomic
 
 
 class ConfigError(UserError, ValueError):
@@ -739,11 +739,8 @@ def _from_flat(values: Mapping[str, Any], base: Config) -> Config:
 
 
 def save_json(path: str | os.PathLike, config: Config) -> None:
-    """Writes ``config.json`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    os.replace(tmp, path)
+    """Writes ``config.json`` atomically (`metajax.files.write_atomic`)."""
+    write_atomic(path, dumps(to_dict(config), indent=2) + "\n")
 
 
 # ---- named configs -----------------------------------------------------------------------------

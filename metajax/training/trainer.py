@@ -9,8 +9,8 @@ the step number, so a run resumed from a checkpoint retraces the uninterrupted r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -29,11 +29,10 @@ from tqdm import tqdm
 from metajax import config as config_lib
 from metajax.core.learner import MetaLearner, Metrics, TrainState
 from metajax.core.types import TaskDistribution
+from metajax.errors import file_errors
 from metajax.training import checkpoint
-
-
-class RunError(config_lib.ConfigError):
-    """A run folder that cannot be used: another config's run, an unreadable file."""
+from metajax.training.lock import WorkdirLock
+from metajax.training.runfiles import MetricsLog, RunError, read_json, trim_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -217,27 +216,6 @@ def make_train_fn(
     return train_fn
 
 
-def _rewrite_metrics(path: Path, last_step: int) -> None:
-    """Drops lines past ``last_step`` (written after the checkpoint we resume from), atomically."""
-    if not path.exists():
-        return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
-    ]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RunError(
-            f"{path} is unreadable ({err}); restore it or use another --workdir."
-        ) from err
-
-
 def run_config(config: config_lib.Config, workdir: str | os.PathLike) -> config_lib.Config:
     """The config a run in ``workdir`` trains with: ``config`` with its data folder made
     explicit and its learning-rate schedule's horizon fixed, or, for an existing run, with
@@ -251,7 +229,7 @@ def run_config(config: config_lib.Config, workdir: str | os.PathLike) -> config_
     saved_path = Path(workdir) / "config.json"
     trainer = config.trainer
     if saved_path.exists():
-        saved = config_lib.from_dict(_read_json(saved_path), base=_registered_or(config))
+        saved = config_lib.from_dict(read_json(saved_path), base=_registered_or(config))
         bench = config.benchmark
         if getattr(bench, "data_dir", None) == "" and getattr(saved.benchmark, "data_dir", ""):
             bench = dataclasses.replace(bench, data_dir=saved.benchmark.data_dir)
@@ -321,30 +299,45 @@ def train(
     """
     workdir = Path(workdir)
     config = run_config(config, workdir)
-    trainer = config.trainer
-    workdir.mkdir(parents=True, exist_ok=True)
+    # With several processes (jax.distributed), every one computes the same replicated state
+    # and restores it from the shared folder; only the first writes files.
+    writer = jax.process_index() == 0
+    if writer:
+        with file_errors("create the run folder", workdir):
+            workdir.mkdir(parents=True, exist_ok=True)
     experiment = experiment or config.build()
+    with WorkdirLock(workdir) if writer else contextlib.nullcontext():
+        return _train(config, workdir, experiment, progress, writer)
+
+
+def _train(
+    config: config_lib.Config,
+    workdir: Path,
+    experiment: config_lib.Experiment,
+    progress: bool | None,
+    writer: bool,
+) -> TrainState:
+    trainer = config.trainer
     ckpt_dir = workdir / "checkpoints"
     saved = workdir / "config.json"
-    # With several processes (jax.distributed), every one computes the same replicated state
-    # and only the first writes files.
-    writer = jax.process_index() == 0
-    if writer and (not saved.exists() or trainer.steps > _read_json(saved)["trainer"]["steps"]):
+    if writer and (not saved.exists() or trainer.steps > read_json(saved)["trainer"]["steps"]):
         config_lib.save_json(saved, config)
 
     mesh = task_mesh() if trainer.shard_tasks else None
     if mesh is not None:
         check_divisible(trainer.meta_batch_size, mesh)
     state = init_state(experiment.learner, experiment.optimizer, trainer.seed)
+    identity = {"algorithm": config.algorithm}
     if checkpoint.checkpoint_steps(ckpt_dir):
-        _, state = checkpoint.restore(ckpt_dir, state)
+        _, state = checkpoint.restore(ckpt_dir, state, expect=identity, set_aside=writer)
         state = jax.tree.map(jnp.asarray, state)
     if mesh is not None:
         # Replicated on every device (of every process: each computes the same init).
         state = jax.device_put(state, NamedSharding(mesh, P()))
     start = int(state.step)
     metrics_path = workdir / "metrics.jsonl"
-    _rewrite_metrics(metrics_path, start)
+    if writer:
+        trim_metrics(metrics_path, start)
 
     train_fn = make_train_fn(
         make_meta_step(experiment.learner, experiment.train_tasks, trainer.meta_batch_size, mesh),
@@ -353,9 +346,19 @@ def train(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=trainer.steps, initial=start, disable=not show, unit="step",
                dynamic_ncols=True)  # fmt: skip
-    step = start
+    step, saved_at = start, None
     t0 = time.perf_counter()
-    with open(metrics_path if writer else os.devnull, "a") as log:
+    saver = (
+        checkpoint.Checkpointer(
+            ckpt_dir,
+            keep=trainer.keep_checkpoints,
+            metadata={**identity, "config": config.name},
+            async_save=True,
+        )  # fmt: skip
+        if writer
+        else None
+    )
+    with MetricsLog(metrics_path if writer else None) as log, saver or contextlib.nullcontext():
         while step < trainer.steps:
             next_ckpt = (step // trainer.checkpoint_every + 1) * trainer.checkpoint_every
             n = min(trainer.steps_per_dispatch, trainer.steps - step, next_ckpt - step)
@@ -363,6 +366,8 @@ def train(
             metrics = jax.device_get(metrics)
             if not metrics["finite"].all():
                 bad = step + int(np.argmin(metrics["finite"]))
+                if saver is not None:
+                    saver.wait()
                 kept = checkpoint.checkpoint_steps(ckpt_dir)
                 where = f"step {kept[-1]} in {ckpt_dir}" if kept else "none was written yet"
                 bar.close()
@@ -376,16 +381,18 @@ def train(
             if step // trainer.log_every > previous // trainer.log_every or step == trainer.steps:
                 record = {"step": step, "wall_s": round(time.perf_counter() - t0, 3)}
                 record.update({k: float(v[-1]) for k, v in metrics.items() if k != "finite"})
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if writer and (step % trainer.checkpoint_every == 0 or step == trainer.steps):
-                checkpoint.save(ckpt_dir, step, state, keep=trainer.keep_checkpoints)
+                log.write(record)
+            if saver is not None and (
+                step % trainer.checkpoint_every == 0 or step == trainer.steps
+            ):
+                saver.save(step, state)
+                saved_at = step
             bar.update(n)
             loss = float(metrics["meta_loss"][-1])
             bar.set_postfix(meta_loss=f"{loss:.4f}" if math.isfinite(loss) else str(loss))
+        if saver is not None and saved_at is None and not checkpoint.checkpoint_steps(ckpt_dir):
+            saver.save(step, state)  # a run with nothing to train still leaves a checkpoint
     bar.close()
-    if writer and not checkpoint.checkpoint_steps(ckpt_dir):
-        checkpoint.save(ckpt_dir, step, state, keep=trainer.keep_checkpoints)
     return state
 
 
@@ -404,7 +411,7 @@ def read_run_config(
             f"{workdir} is not a metajax run: it has no config.json. Train one with "
             "`metajax train NAME --workdir DIR`."
         )
-    return config_lib.from_dict(_read_json(saved), base=base)
+    return config_lib.from_dict(read_json(saved), base=base)
 
 
 def load_state(
@@ -434,7 +441,7 @@ def load_state(
     saved = workdir / "config.json"
     if not saved.exists():
         read_run_config(workdir)  # raises the not-a-run error
-    values = _read_json(saved)
+    values = read_json(saved)
     try:
         run = config_lib.from_dict(values, base=config)
     except config_lib.ConfigError:
@@ -445,7 +452,9 @@ def load_state(
         experiment = run.build()
     seed = run.trainer.seed if run is not None else _saved_seed(values)
     target = init_state(experiment.learner, experiment.optimizer, seed)
-    _, state = checkpoint.restore(workdir / "checkpoints", target)
+    algorithm = run.algorithm if run is not None else values.get("algorithm")
+    expect = {"algorithm": algorithm} if algorithm else {}
+    _, state = checkpoint.restore(workdir / "checkpoints", target, expect=expect, set_aside=False)
     return run, experiment, jax.tree.map(jnp.asarray, state)
 
 
@@ -454,8 +463,8 @@ def _saved_seed(values: dict) -> int:
 
 
 def save_state(directory: str | os.PathLike, state: TrainState, *, keep: int = 3) -> Path:
-    """Writes ``state`` as a checkpoint in ``directory`` (``step_{step}.npz``, atomically),
-    keeping the newest ``keep``.
+    """Writes ``state`` as an Orbax checkpoint in ``directory`` (``step_{step}/``,
+    atomically), keeping the newest ``keep``.
 
     Example:
       >>> import tempfile, optax
