@@ -284,6 +284,12 @@ class TrainerConfig:
             value = getattr(self, field)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"Config {name}: {field} must be finite and >= 0, got {value}.")
+        for field in ("seed", "eval_seed"):
+            value = getattr(self, field)
+            if not 0 <= value < 2**63:
+                raise ConfigError(
+                    f"Config {name}: {field} must be in [0, 2**63) (a 64-bit key), got {value}."
+                )
         if self.schedule_steps < 0 or self.lr_halve_every < 0:
             raise ConfigError(
                 f"Config {name}: schedule_steps and lr_halve_every must be >= 0, got "
@@ -498,6 +504,13 @@ class Config:
 
     def validate(self) -> None:
         """Raises ConfigError naming any field with an impossible value."""
+        for part in _PARTS:
+            obj = getattr(self, part)
+            for field in _field_names(obj):
+                value = getattr(obj, field)
+                values = value if isinstance(value, tuple) else (value,)
+                if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                    raise ConfigError(f"Config {self.name}: {field} must be finite, got {value}.")
         self.benchmark.validate(self.name)
         self.learner.validate(self.name)
         self.trainer.validate(self.name)

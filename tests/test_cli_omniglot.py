@@ -13,6 +13,7 @@ from PIL import Image
 import metajax
 from metajax.cli import main
 from metajax.datasets import omniglot
+from metajax.errors import InputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 needs_data = pytest.mark.skipif(
@@ -93,6 +94,19 @@ def test_load_predicts_from_raw_archive_images(tmp_path, capsys, one_shot_runs):
     )
     with pytest.raises(ValueError, match="3 support inputs but 2 labels"):
         learner.predict(np.stack(support), np.arange(2), np.stack(query))
+    # Inputs unlike training's are refused with what was expected, never silently mispredicted.
+    sx, qx = np.stack(support), np.stack(query)
+    as_floats = (~sx).astype(np.float32)  # ink 1.0, "already scaled to [0, 1]"
+    with pytest.raises(InputError, match=r"uint8 pixels, 0..255.*scaled to \[0, 1\]"):
+        learner.predict(as_floats, np.arange(3), qx)
+    with pytest.raises(InputError, match=r"labels 0..C-1, each at least once; got \[-1, 0, 1\]"):
+        learner.predict(sx, np.array([-1, 0, 1]), qx)
+    with pytest.raises(InputError, match=r"shape \[n\], got shape \[3, 3\] \(one-hot"):
+        learner.predict(sx, np.eye(3, dtype=np.int32), qx)
+    with pytest.raises(InputError, match=r"integer class indices, got float32"):
+        learner.predict(sx, np.arange(3, dtype=np.float32), qx)
+    with pytest.raises(InputError, match=r"\[H, W\] or \[n, H, W\] images, got shape"):
+        learner.predict(sx, np.arange(3), qx[..., None])
 
     # Lake's one-shot runs, in their official layout, built from the unseen small2 alphabets.
     runs, _ = one_shot_runs(3)

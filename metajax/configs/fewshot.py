@@ -26,7 +26,7 @@ from metajax.config import (
 )
 from metajax.core.functional import Model, from_nnx
 from metajax.datasets.download import data_dir
-from metajax.datasets.images import ClassImages, to_float
+from metajax.datasets.images import ClassImages, check_raw_images, to_float
 from metajax.models import Conv4, ResNet12
 from metajax.models.conv4 import CONV_IMPLS
 from metajax.tasks import Episodes
@@ -100,7 +100,7 @@ class FewShotBenchmark(Benchmark):
     def preprocess(self, raw: np.ndarray) -> jax.Array:
         """Raw inputs (as the data set stores them) to model inputs, exactly as in training
         (used by `metajax.load`). The default: uint8 ``[n, H, W, C]`` to floats in [0, 1]."""
-        return to_float(raw)
+        return to_float(check_raw_images(raw))
 
     # ---- the benchmark -----------------------------------------------------------------------
 

@@ -11,12 +11,45 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from metajax.errors import InputError
+
+
+def check_raw_images(raw: Any, *, allow_bool: bool = False) -> np.ndarray:
+    """``raw`` as uint8 pixels, as image data sets store them; anything else is an error.
+
+    Images already scaled to floats in [0, 1] would pass through ``astype(uint8)`` as
+    near-black images and give near-constant predictions, so they are refused.
+
+    Raises:
+      InputError: a float or out-of-range integer array; the message says how to convert it.
+    """
+    arr = np.asarray(raw)
+    if arr.dtype == np.uint8 or (allow_bool and arr.dtype == bool):
+        return arr
+    if arr.size and np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 255:
+        return arr.astype(np.uint8)
+    lo, hi = (
+        (arr.min(), arr.max()) if arr.size and np.issubdtype(arr.dtype, np.number) else (None, None)
+    )
+    hint = (
+        " They look scaled to [0, 1]: pass (x * 255).round().astype(np.uint8)."
+        if np.issubdtype(arr.dtype, np.floating) and lo is not None and lo >= 0 and hi <= 1
+        else ""
+    )
+    raise InputError(
+        f"Expected raw images as the data set stores them (uint8 pixels, 0..255"
+        f"{', or bool' if allow_bool else ''}), as in training; got {arr.dtype} values in "
+        f"[{lo}, {hi}].{hint}"
+    )
 
 
 def to_float(images: jax.Array) -> jax.Array:
@@ -125,18 +158,38 @@ def cached(
       build: returns ``(per_class, names, group_of)`` for `ClassImages.from_lists`.
 
     The file is written to a temporary name and renamed, so an interrupted run never leaves a
-    truncated cache behind.
+    truncated cache behind. A cache that cannot be read anyway (truncated by a full disk,
+    damaged, or written by another version) is rebuilt from the source, with a warning.
     """
     path = Path(path)
     if path.exists():
-        with np.load(path) as z:
-            counts = z["counts"]
-            per_class = [z["images"][i, :n] for i, n in enumerate(counts)]
-            names, groups = z["names"].tolist(), z["groups"].tolist()
-        return ClassImages.from_lists(per_class, names, groups)
+        try:
+            with np.load(path) as z:
+                counts = z["counts"]
+                per_class = [z["images"][i, :n] for i, n in enumerate(counts)]
+                names, groups = z["names"].tolist(), z["groups"].tolist()
+            return ClassImages.from_lists(per_class, names, groups)
+        except Exception as err:  # zip, pickle, EOF or a missing key: the cache is unusable
+            warnings.warn(
+                f"The decoded-data cache {path} is unreadable ({type(err).__name__}: {err}); "
+                "rebuilding it from the verified archive.",
+                stacklevel=2,
+            )
     per_class, names, groups = build()
     data = ClassImages.from_lists(per_class, names, groups)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_cache(path, data, names, groups)
+    except OSError as err:  # the cache only saves time: a full disk must not stop the run
+        warnings.warn(
+            f"Could not write the decoded-data cache {path} ({err}); continuing without it "
+            "(the next run decodes the archive again).",
+            stacklevel=2,
+        )
+    return data
+
+
+def _write_cache(path: Path, data: ClassImages, names, groups) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -150,4 +203,3 @@ def cached(
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return data

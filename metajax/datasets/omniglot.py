@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metajax.datasets.download import cache_dir, data_dir, fetch
-from metajax.datasets.images import ClassImages, cached
+from metajax.datasets.download import DataFileError, cache_dir, data_dir, fetch
+from metajax.datasets.images import ClassImages, cached, check_raw_images
+from metajax.errors import InputError
 
 _BASE = "https://github.com/brendenlake/omniglot/raw/master/python/"
 # sha256 of the small sets as shipped upstream; md5 of the full sets as published by
@@ -63,11 +64,11 @@ def preprocess(images: np.ndarray, image_size: int = 28) -> np.ndarray:
     """
     from PIL import Image
 
-    arr = np.asarray(images)
+    arr = check_raw_images(images, allow_bool=True)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"preprocess expects [H, W] or [n, H, W] images, got shape {arr.shape}.")
+        raise InputError(f"preprocess expects [H, W] or [n, H, W] images, got shape {arr.shape}.")
     gray = arr.astype(np.uint8) * 255 if arr.dtype == bool else arr.astype(np.uint8)
     out = np.empty((len(gray), image_size, image_size, 1), np.uint8)
     for i, img in enumerate(gray):
@@ -85,6 +86,12 @@ def _decode_archive(path: Path, image_size: int) -> tuple[list[np.ndarray], list
             parts = name.split("/")
             if len(parts) != 4 or not parts[3].endswith(".png"):
                 continue
+            if any(p in ("", ".", "..") for p in parts) or ":" in name or "\\" in name:
+                # Absolute or parent paths are never Omniglot's; members are read in memory
+                # and never extracted, but such names must not become class names either.
+                raise DataFileError(
+                    f"{path} has a member with an unsafe path: {name!r}; it is not an Omniglot archive."
+                )
             _, alphabet, character, file = parts
             img = np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L"))
             per_char.setdefault((alphabet, character), []).append((file, img))

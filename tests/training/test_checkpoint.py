@@ -29,9 +29,7 @@ def test_round_trip_retention_and_layout(tmp_path):
     assert checkpoint.restore(tmp_path, _tree(), step=30)[0] == 30
 
 
-def test_a_failed_write_is_one_clear_error_and_keeps_the_previous_checkpoint(
-    tmp_path, monkeypatch
-):
+def test_a_failed_write_is_one_clear_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     checkpoint.save(tmp_path, 1, _tree(1.0))
 
     def disk_full(*args, **kwargs):  # what tensorstore raises when a write hits ENOSPC
@@ -41,7 +39,9 @@ def test_a_failed_write_is_one_clear_error_and_keeps_the_previous_checkpoint(
         )
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
-    with pytest.raises(StorageError, match=f"Cannot write a checkpoint in {tmp_path}.*disk is full"):
+    with pytest.raises(
+        StorageError, match=f"Cannot write a checkpoint in {tmp_path}.*disk is full"
+    ):
         checkpoint.save(tmp_path, 2, _tree(2.0))
     assert checkpoint.checkpoint_steps(tmp_path) == [1]
     chex.assert_trees_all_equal(checkpoint.restore(tmp_path, _tree())[1], _tree(1.0))
