@@ -84,14 +84,15 @@ def _decode_archive(path: Path, image_size: int) -> tuple[list[np.ndarray], list
     with zipfile.ZipFile(path) as zf:
         for name in zf.namelist():
             parts = name.split("/")
+            if name.startswith("/") or ".." in parts or ":" in name or "\\" in name:
+                # Absolute or parent paths are never Omniglot's. Members are read in memory
+                # and never extracted, but such a name must not become a class name either.
+                raise DataFileError(
+                    f"{path} has a member with an unsafe path: {name!r}; it is not an Omniglot "
+                    "archive."
+                )
             if len(parts) != 4 or not parts[3].endswith(".png"):
                 continue
-            if any(p in ("", ".", "..") for p in parts) or ":" in name or "\\" in name:
-                # Absolute or parent paths are never Omniglot's; members are read in memory
-                # and never extracted, but such names must not become class names either.
-                raise DataFileError(
-                    f"{path} has a member with an unsafe path: {name!r}; it is not an Omniglot archive."
-                )
             _, alphabet, character, file = parts
             img = np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L"))
             per_char.setdefault((alphabet, character), []).append((file, img))

@@ -326,9 +326,12 @@ def _read(directory: Path, step: int, target: Any, expect: Mapping[str, Any]) ->
     _check_fits(folder, meta, target, expect)
     host_target = _host(target)
     try:
-        restored = ocp.StandardCheckpointer().restore(folder / "state", host_target)
+        restored = ocp.StandardCheckpointer().restore((folder / "state").absolute(), host_target)
     except Exception as err:  # tensorstore, zarr, OCDBT: all mean the files are damaged
-        raise _Damaged(f"{folder}: its arrays are unreadable ({type(err).__name__}).") from err
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise _Damaged(
+            f"{folder}: its arrays are unreadable ({type(err).__name__}: {detail})."
+        ) from err
     leaves = [np.asarray(x) for x in jax.tree.leaves(restored)]
     if _checksum(leaves) != meta.get("checksum"):
         raise _Damaged(f"{folder}: its arrays do not match their checksum (damaged on disk).")

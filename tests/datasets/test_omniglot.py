@@ -42,6 +42,13 @@ def test_minimal1_split_from_the_real_archives():
     again, _ = omniglot.load_split("minimal1", SHARED)
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(train.images))
     assert again.names == train.names
+    # A cache truncated by a full disk is rebuilt from the verified archive, with a warning.
+    for path in cached:
+        path.write_bytes(path.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="decoded-data cache .* is unreadable .*rebuilding"):
+        rebuilt, _ = omniglot.load_split("minimal1", SHARED)
+    np.testing.assert_array_equal(np.asarray(rebuilt.images), np.asarray(train.images))
+    assert all(path.stat().st_size > 10_000 for path in cached)
 
 
 def test_preprocess_antialiases_one_bit_images():

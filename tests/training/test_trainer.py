@@ -2,11 +2,6 @@
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import chex
 import jax
@@ -24,7 +19,6 @@ from metajax.training import checkpoint
 from metajax.training.trainer import (
     NonFiniteLossError,
     init_state,
-    load_state,
     make_meta_step,
     make_train_fn,
     run_config,
@@ -113,49 +107,6 @@ def test_resume_continues_from_checkpoint_and_extends_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_bitwise_equal_params(tmp_path):
-    """Kill a real `metajax train` process partway, resume it, compare with an unbroken run."""
-    sets = [
-        "--set",
-        "steps=3000",
-        "--set",
-        "steps_per_dispatch=10",
-        "--set",
-        "checkpoint_every=200",
-        "--set",
-        "hidden=16,16",
-        "--set",
-        "eval_tasks=20",
-        "--set",
-        "keep_checkpoints=50",
-    ]
-    cmd = [sys.executable, "-m", "metajax.cli", "train", "sinusoid-maml", *sets, "--no-progress"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    broken = tmp_path / "broken"
-    proc = subprocess.Popen(
-        [*cmd, "--workdir", str(broken)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and len(checkpoint.checkpoint_steps(broken / "checkpoints")) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = checkpoint.checkpoint_steps(broken / "checkpoints")[-1]
-    assert 0 < killed_at < 3000, "the run should be killed partway"
-    subprocess.run([*cmd, "--workdir", str(broken)], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [*cmd, "--workdir", str(tmp_path / "whole")], env=env, check=True, capture_output=True
-    )
-    _, _, a = load_state(broken)
-    _, _, b = load_state(tmp_path / "whole")
-    assert int(a.step) == int(b.step) == 3000
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def test_public_api_exports():
     import types
 
