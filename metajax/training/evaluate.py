@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import chex
@@ -35,6 +36,22 @@ def mean_ci95(values: chex.Array) -> dict[str, float]:
     if nonfinite:
         out["nonfinite"] = nonfinite
     return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate_chunk(
+    learner: MetaLearner, tasks: TaskDistribution, params: Params, keys: chex.PRNGKey
+) -> dict[str, chex.Array]:
+    """Every metric of a chunk of test tasks drawn from ``keys``. Compiled once per learner,
+    task distribution and chunk size: periodic evaluations during training reuse it (the
+    parameters are an argument, not a constant baked into the program)."""
+
+    def one_task(task: Task, key: chex.PRNGKey) -> dict[str, chex.Array]:
+        # The task was drawn from ``key``; the learner gets a key of its own.
+        return learner.evaluate_task(params, task, jax.random.fold_in(key, 1))
+
+    batch = jax.vmap(tasks.sample)(keys)
+    return map_tasks(one_task, batch, keys, learner.task_chunk)
 
 
 def evaluate(
@@ -76,15 +93,6 @@ def evaluate(
     if num_tasks < 2:
         raise ValueError(f"evaluate: num_tasks must be >= 2 (for a CI), got {num_tasks}.")
 
-    def one_task(task: Task, key: chex.PRNGKey) -> dict[str, chex.Array]:
-        # The task was drawn from ``key``; the learner gets a key of its own.
-        return learner.evaluate_task(params, task, jax.random.fold_in(key, 1))
-
-    @jax.jit
-    def run_chunk(keys: chex.PRNGKey) -> dict[str, chex.Array]:
-        batch = jax.vmap(tasks.sample)(keys)
-        return map_tasks(one_task, batch, keys, learner.task_chunk)
-
     # Chunks are dispatched from the host rather than looped over with lax.map: XLA:CPU runs
     # convolutions inside a loop body much slower (see `metajax.core.inner.adapt`). Keys are
     # those of `sample_tasks(tasks, key, num_tasks)`; the last chunk is padded, not
@@ -98,6 +106,9 @@ def evaluate(
     keys = jax.random.split(jax.random.key(seed), num_tasks)
     padded = -(-num_tasks // size) * size
     keys = keys[jnp.arange(padded) % num_tasks]
-    outs = [jax.device_get(run_chunk(keys[i : i + size])) for i in range(0, padded, size)]
+    outs = [
+        jax.device_get(_evaluate_chunk(learner, tasks, params, keys[i : i + size]))
+        for i in range(0, padded, size)
+    ]
     per_task = {k: np.concatenate([o[k] for o in outs])[:num_tasks] for k in outs[0]}
     return {name: mean_ci95(values) for name, values in per_task.items()}
