@@ -48,6 +48,7 @@ from metajax.core import (
 )
 from metajax.core.learner import MetaLearner, Metric, TrainState, apply_meta_gradient
 from metajax.datasets.images import ClassImages
+from metajax.errors import InputError, StorageError, UserError
 from metajax.models import MLP, Conv4, ResNet12, ffi_conv, resolve_conv
 from metajax.tasks import Episodes, Sinusoid
 from metajax.trained import TrainedLearner, load
@@ -74,6 +75,9 @@ __all__ = [
     "ClassImages",
     "Config",
     "ConfigError",
+    "InputError",
+    "StorageError",
+    "UserError",
     "Conv4",
     "Episodes",
     "Experiment",

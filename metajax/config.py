@@ -504,16 +504,16 @@ class Config:
 
     def validate(self) -> None:
         """Raises ConfigError naming any field with an impossible value."""
-        for part in _PARTS:
+        self.benchmark.validate(self.name)
+        self.learner.validate(self.name)
+        self.trainer.validate(self.name)
+        for part in _PARTS:  # every float, including those no part's validate names
             obj = getattr(self, part)
             for field in _field_names(obj):
                 value = getattr(obj, field)
                 values = value if isinstance(value, tuple) else (value,)
                 if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                     raise ConfigError(f"Config {self.name}: {field} must be finite, got {value}.")
-        self.benchmark.validate(self.name)
-        self.learner.validate(self.name)
-        self.trainer.validate(self.name)
         if self.benchmark.kind not in self.learner.kinds:
             raise ConfigError(
                 f"Config {self.name}: {self.algorithm} handles {' and '.join(self.learner.kinds)} "
