@@ -514,6 +514,12 @@ class Config:
                 values = value if isinstance(value, tuple) else (value,)
                 if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                     raise ConfigError(f"Config {self.name}: {field} must be finite, got {value}.")
+                too_big = [v for v in values if isinstance(v, int) and abs(v) >= 2**31]
+                if too_big and field not in ("seed", "eval_seed"):
+                    raise ConfigError(
+                        f"Config {self.name}: {field} must be below 2**31 (array sizes and "
+                        f"step counts are 32-bit), got {value}."
+                    )
         if self.benchmark.kind not in self.learner.kinds:
             raise ConfigError(
                 f"Config {self.name}: {self.algorithm} handles {' and '.join(self.learner.kinds)} "

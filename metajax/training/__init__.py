@@ -1,7 +1,7 @@
 """Training, checkpoints, evaluation and plots."""
 
 from metajax.core.learner import TrainState
-from metajax.training.checkpoint import CheckpointError, Checkpointer
+from metajax.training.checkpoint import Checkpointer, CheckpointError
 from metajax.training.evaluate import evaluate, mean_ci95
 from metajax.training.trainer import (
     NonFiniteLossError,

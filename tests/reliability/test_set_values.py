@@ -5,7 +5,7 @@ import re
 
 import jax
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metajax.config import ConfigError, get_config, override
@@ -47,6 +47,10 @@ def _check_usable(config):
     jax.eval_shape(evaluate_one, state.params, jax.random.key(trainer.eval_seed))
 
 
+@example(assignments=[("hidden", "401142604065065533440")])
+@example(assignments=[("steps", str(2**64))])
+@example(assignments=[("seed", str(2**64)), ("eval_steps", "")])
+@example(assignments=[("inner_lr", "1e309")])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(assignments=st.lists(st.tuples(st.sampled_from(KEYS), values), min_size=1, max_size=2))
 def test_any_set_value_is_a_clear_error_or_a_usable_config(assignments):
