@@ -183,3 +183,24 @@ def test_results_and_eval_json_have_null_not_nan(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(run), "--json"]) == 0
     out = capsys.readouterr().out
     assert "NaN" not in out and json.loads(out)["metrics"]["mse"]["nonfinite"] == 1
+
+
+def test_regression_predict_checks_shapes_and_never_advises_n_way(tmp_path):
+    import numpy as np
+
+    import metajax
+    from metajax.errors import InputError
+
+    train(small_config("steps=2"), tmp_path)
+    learner = metajax.load(tmp_path)
+    x, y = np.linspace(-5, 5, 10, dtype=np.float32)[:, None], np.zeros((10, 1), np.float32)
+    assert learner.predict(x, y, x).shape == (10, 1)
+    for args, message in [
+        ((x[:, 0], y, x), r"support_x gives model inputs of shape \[10\]; .*trained on \[n, 1\]"),
+        ((x, y[:, 0], x), r"support_y has shape \[10\]; .*targets of shape \[n, 1\]"),
+        ((x, y, np.full_like(x, np.nan)), "query_x holds NaN or Inf"),
+        ((x, np.zeros((10, 3), np.float32), x), r"targets of shape \[n, 1\]"),
+    ]:
+        with pytest.raises(InputError, match=message) as info:
+            learner.predict(*args)
+        assert "n_way" not in str(info.value) and "ProtoNet" not in str(info.value)
