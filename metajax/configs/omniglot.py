@@ -105,6 +105,12 @@ _CONFIGS = {
         dict(algorithm="protonet", meta_batch_size=1, train_way=20, train_query=5,
              lr_halve_every=1000, steps=3000),
     ),
+    "omniglot-minimal-matchingnet": (
+        _MINIMAL,
+        "Matching Networks on the minimal setting, ProtoNet's 3,000 20-way episodes",
+        dict(algorithm="matchingnet", meta_batch_size=1, train_way=20, train_query=5,
+             lr_halve_every=1000, steps=3000),
+    ),
     # 4 tasks a step, each in turn (task_chunk auto = 1 on CPU), ~0.65 s a step here.
     "omniglot-minimal-fomaml": (
         _MINIMAL,

@@ -1,0 +1,163 @@
+"""Matching Networks (Vinyals, Blundell, Lillicrap, Kavukcuoglu and Wierstra, NeurIPS 2016).
+
+A query ``x`` is labelled by attention over the support set ``S = {(x_i, y_i)}`` (eq. 1),
+
+    P(y = k | x, S) = sum_i a(x, x_i) [y_i = k],
+
+with the attention a softmax over cosine similarities of the embeddings (eq. 2),
+
+    a(x, x_i) = exp(c(f(x), g(x_i))) / sum_j exp(c(f(x), g(x_j))).
+
+Here ``f = g`` is one embedding network (the paper's setting without full context
+embeddings). The cosine is multiplied by a scale ``alpha = exp(log_scale)``, learned with the
+embedding (TADAM's metric scaling, Oreshkin et al. 2018, section 2.1; ``scale_init=1`` with
+``learn_scale=False`` is the paper's unscaled cosine): a softmax over values in [-1, 1] cannot
+become confident. The meta-loss is the query negative log-likelihood ``-log P(y | x, S)``.
+Unlike ProtoNet, every support example votes on its own: with one shot per class the two
+coincide up to the softmax over examples rather than class means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from metajax import losses
+from metajax.config import BuildEnv, ConfigError, LearnerConfig, register_algorithm
+from metajax.core.functional import Model
+from metajax.core.learner import MetaLearner, Metrics
+from metajax.core.types import Params, Split, Task
+
+# Log-probability of a label no support example has: never predicted, no -inf in the loss.
+_ABSENT = -1e9
+
+
+def _unit(v: chex.Array) -> chex.Array:
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+
+
+@struct.dataclass
+class SupportMemory:
+    """A Matching Network's adapted predictor: the support set, embedded.
+
+    Attributes:
+      params: the meta-parameters (``{"embedding": ..., "log_scale": ...}``).
+      keys: ``[n, features]`` unit-norm support embeddings ``g(x_i) / |g(x_i)|``.
+      labels: ``[n]`` the support labels.
+    """
+
+    params: Params
+    keys: chex.Array
+    labels: chex.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchingNet(MetaLearner):
+    """Matching Networks: cosine attention over the support examples.
+
+    Labels are integers ``0 .. n - 1`` for a support set of ``n`` examples; ``predict``
+    returns ``[queries, n]`` log-probabilities, -1e9 for labels no support example has.
+
+    Attributes:
+      model: the embedding network ``f = g``.
+      scale_init: the initial scale of the cosine similarities.
+      learn_scale: meta-learn the scale (else it stays ``scale_init``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from metajax import from_function
+      >>> net = MatchingNet(from_function(lambda p, x: x * p, lambda k: jnp.float32(1.0)))
+      >>> support = Split(jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([0, 1]))
+      >>> memory = net.adapt(net.init(jax.random.key(0)), support)
+      >>> net.attention(memory, jnp.array([[2.0, 0.0]])).round(4).tolist()
+      [[1.0, 0.0]]
+    """
+
+    model: Model
+    scale_init: float = 10.0
+    learn_scale: bool = True
+    fixed_way: ClassVar[bool] = False
+
+    def init(self, key: chex.PRNGKey) -> Params:
+        return {
+            "embedding": self.model.init(key),
+            "log_scale": jnp.log(jnp.float32(self.scale_init)),
+        }
+
+    def adapt(
+        self,
+        meta_params: Params,
+        context: Split,
+        key: chex.PRNGKey | None = None,
+        *,
+        steps: int | None = None,
+    ) -> SupportMemory:
+        """Embeds the support set (``steps`` is ignored: no inner loop)."""
+        del key, steps
+        keys = _unit(self.model.apply(meta_params["embedding"], context.x))
+        return SupportMemory(meta_params, keys, context.y)
+
+    def attention(self, adapted: SupportMemory, x: chex.Array) -> chex.Array:
+        """``[queries, n]`` attention ``a(x, x_i)`` of eq. 2; each row sums to one."""
+        queries = _unit(self.model.apply(adapted.params["embedding"], x))
+        log_scale = adapted.params["log_scale"]
+        if not self.learn_scale:
+            log_scale = jax.lax.stop_gradient(log_scale)
+        return jax.nn.softmax(jnp.exp(log_scale) * queries @ adapted.keys.T, axis=-1)
+
+    def predict(
+        self, adapted: SupportMemory, x: chex.Array, key: chex.PRNGKey | None = None
+    ) -> chex.Array:
+        """``[queries, n]`` log P(y = k | x, S) of eq. 1."""
+        del key
+        n = adapted.labels.shape[0]
+        votes = self.attention(adapted, x) @ jax.nn.one_hot(adapted.labels, n)
+        present = jnp.zeros(n, bool).at[adapted.labels].set(True)
+        return jnp.where(present, jnp.log(jnp.maximum(votes, 1e-30)), _ABSENT)
+
+    def meta_loss(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[chex.Array, Metrics]:
+        log_probs = self.predict(self.adapt(meta_params, task.support, key), task.query.x)
+        # The rows are log-probabilities already, so the cross-entropy is their NLL.
+        loss = losses.cross_entropy(log_probs, task.query.y)
+        return loss, {"meta_loss": loss, "accuracy": losses.accuracy(log_probs, task.query.y)}
+
+    def evaluate_task(self, params: Params, task: Task, key: chex.PRNGKey) -> Metrics:
+        """Query accuracy (the paper's protocol)."""
+        log_probs = self.predict(self.adapt(params, task.support, key), task.query.x)
+        return {"accuracy": losses.accuracy(log_probs, task.query.y)}
+
+
+@register_algorithm("matchingnet")
+@dataclasses.dataclass(frozen=True)
+class MatchingNetConfig(LearnerConfig):
+    """Matching Networks (Vinyals et al. 2016): cosine attention over the support examples.
+
+    Attributes:
+      scale_init: the initial scale of the cosine similarities.
+      learn_scale: meta-learn the scale (false with scale_init=1: the paper's plain cosine).
+    """
+
+    scale_init: float = 10.0
+    learn_scale: bool = True
+    fixed_way: ClassVar[bool] = False
+    per_task_weights: ClassVar[bool] = False
+    kinds: ClassVar[tuple[str, ...]] = ("classification",)
+
+    def build(self, env: BuildEnv) -> MatchingNet:
+        return MatchingNet(
+            env.features(),
+            scale_init=self.scale_init,
+            learn_scale=self.learn_scale,
+            task_chunk=env.task_chunk,
+        )
+
+    def validate(self, name: str) -> None:
+        if not self.scale_init > 0:
+            raise ConfigError(f"Config {name}: scale_init must be > 0, got {self.scale_init}.")

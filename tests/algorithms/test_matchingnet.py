@@ -1,0 +1,139 @@
+"""Matching Networks: attention by hand, sums to one, invariant to the support's order, its
+meta-gradient against float64 finite differences, and learning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metajax import Task, from_function
+from metajax.algorithms.matchingnet import MatchingNet
+from metajax.config import get_config
+from metajax.core.types import Split
+
+
+def _linear(dim_in=3, dim_out=5):
+    return from_function(
+        lambda w, x: x @ w, lambda k: jax.random.normal(k, (dim_in, dim_out)) / np.sqrt(dim_in)
+    )
+
+
+def _support(key, ways=3, shots=2, dim=3):
+    return Split(jax.random.normal(key, (ways * shots, dim)), jnp.repeat(jnp.arange(ways), shots))
+
+
+def _unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_attention_and_log_probabilities_match_the_papers_equations_by_hand():
+    net = MatchingNet(_linear(), scale_init=4.0)
+    params = net.init(jax.random.key(0))
+    support, xq = _support(jax.random.key(1)), jax.random.normal(jax.random.key(2), (4, 3))
+    w = np.asarray(params["embedding"])
+    cos = _unit(np.asarray(xq) @ w) @ _unit(np.asarray(support.x) @ w).T
+    att = np.exp(4.0 * cos) / np.exp(4.0 * cos).sum(1, keepdims=True)  # eq. 2
+    memory = net.adapt(params, support)
+    np.testing.assert_allclose(net.attention(memory, xq), att, rtol=1e-5, atol=1e-6)
+    probs = np.stack([att[:, np.asarray(support.y) == k].sum(1) for k in range(3)], 1)  # eq. 1
+    log_probs = np.asarray(net.predict(memory, xq))
+    np.testing.assert_allclose(log_probs[:, :3], np.log(probs), rtol=1e-5, atol=1e-6)
+    assert (log_probs[:, 3:] < -1e8).all(), "labels no support example has are never predicted"
+
+
+def test_attention_sums_to_one_and_ignores_the_supports_order():
+    net = MatchingNet(_linear())
+    params = net.init(jax.random.key(0))
+    support, xq = (
+        _support(jax.random.key(1), ways=4, shots=3),
+        jax.random.normal(jax.random.key(2), (7, 3)),
+    )
+    memory = net.adapt(params, support)
+    np.testing.assert_allclose(net.attention(memory, xq).sum(-1), np.ones(7), rtol=1e-6)
+    order = jax.random.permutation(jax.random.key(3), 12)
+    shuffled = net.adapt(params, Split(support.x[order], support.y[order]))
+    np.testing.assert_allclose(net.predict(shuffled, xq), net.predict(memory, xq), rtol=1e-5)
+    # Each example's attention moves with it.
+    np.testing.assert_allclose(
+        net.attention(shuffled, xq), net.attention(memory, xq)[:, order], rtol=1e-5
+    )
+
+
+def test_meta_gradient_matches_float64_finite_differences():
+    with jax.enable_x64(True):
+        net = MatchingNet(
+            from_function(
+                lambda w, x: jnp.tanh(x @ w),
+                lambda k: jax.random.normal(k, (3, 4), jnp.float64) / 2,
+            ),
+            scale_init=3.0,
+        )
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), net.init(jax.random.key(0)))
+        support = _support(jax.random.key(1))
+        support = Split(support.x.astype(jnp.float64), support.y)
+        xq = jax.random.normal(jax.random.key(2), (6, 3), jnp.float64)
+        task = Task(support, Split(xq, jnp.arange(6) % 3), {})
+        grads, _ = net.meta_grad(params, task, jax.random.key(3))
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+        def loss(v):
+            return net.meta_loss(unravel(v), task, jax.random.key(3))[0]
+
+        eps = 1e-6
+        numeric = np.array(
+            [(loss(flat.at[i].add(eps)) - loss(flat.at[i].add(-eps))) / (2 * eps)
+             for i in range(flat.size)]
+        )  # fmt: skip
+        analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+        assert abs(analytic[-1]) > 1e-6 or abs(analytic[0]) > 1e-6  # scale or weights move
+
+
+def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered():
+    config = get_config("omniglot-minimal-matchingnet")
+    assert config.algorithm == "matchingnet" and config.learner.scale_init == 10.0
+    net = MatchingNet(_linear(8, 8))
+    opt = optax.adam(3e-2)
+    params = net.init(jax.random.key(0))
+    state = opt.init(params)
+
+    def sample(key):
+        kc, ks, kq = jax.random.split(key, 3)
+        centres = jnp.pad(jax.random.normal(kc, (3, 2)) * 2, ((0, 0), (0, 6)))
+        noise = jnp.array([0.3, 0.3, 3, 3, 3, 3, 3, 3])
+        ys, yq = jnp.repeat(jnp.arange(3), 2), jnp.repeat(jnp.arange(3), 5)
+        return Task(
+            Split(centres[ys] + noise * jax.random.normal(ks, (6, 8)), ys),
+            Split(centres[yq] + noise * jax.random.normal(kq, (15, 8)), yq),
+            {},
+        )
+
+    @jax.jit
+    def step(params, state, key):
+        tasks = jax.vmap(sample)(jax.random.split(key, 16))
+        keys = jax.random.split(key, 16)
+        grads, metrics = net.batch_meta_grad(params, tasks, keys, 0)
+        updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state, metrics
+
+    def accuracy(params):
+        keys = jax.random.split(jax.random.key(99), 200)
+        tasks = jax.vmap(sample)(keys)
+        return float(jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
+            tasks, keys).mean())  # fmt: skip
+
+    before = accuracy(params)
+    for i in range(150):
+        params, state, _ = step(params, state, jax.random.key(i))
+    after = accuracy(params)
+    assert after > before + 0.15 and after > 0.75, (before, after)
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_a_fixed_scale_gets_no_gradient(learn_scale):
+    net = MatchingNet(_linear(), scale_init=1.0, learn_scale=learn_scale)
+    params = net.init(jax.random.key(0))
+    task = Task(_support(jax.random.key(1)), _support(jax.random.key(2)), {})
+    grads, _ = net.meta_grad(params, task, jax.random.key(3))
+    assert (float(jnp.abs(grads["log_scale"])) > 0) == learn_scale
