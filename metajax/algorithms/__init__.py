@@ -12,6 +12,7 @@ from metajax.algorithms.base import FastWeights, GradientLearner, InnerLoopLearn
 from metajax.algorithms.imaml import IMAML
 from metajax.algorithms.maml import MAML, fomaml
 from metajax.algorithms.mamlpp import MAMLPlusPlus, multi_step_weights, per_step_sgd
+from metajax.algorithms.matchingnet import MatchingNet, SupportMemory
 from metajax.algorithms.metasgd import MetaSGD, learned_sgd
 from metajax.algorithms.pretrain import Pretrained
 from metajax.algorithms.protonet import ProtoNet, Prototypes
@@ -28,12 +29,14 @@ __all__ = [
     "GradientLearner",
     "InnerLoopLearner",
     "MAMLPlusPlus",
+    "MatchingNet",
     "MetaSGD",
     "Pretrained",
     "ProtoNet",
     "Prototypes",
     "Reptile",
     "ReptileWeights",
+    "SupportMemory",
     "fomaml",
     "learned_sgd",
     "multi_step_weights",
