@@ -27,18 +27,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from metajax import losses
+from metajax.algorithms.protonet import MetricClassifier
+from metajax.algorithms.protonet_cosine import scaled_cosine_params, unit_norm
 from metajax.config import BuildEnv, ConfigError, LearnerConfig, register_algorithm
 from metajax.core.functional import Model
-from metajax.core.learner import MetaLearner, Metrics
-from metajax.core.types import Params, Split, Task
+from metajax.core.types import Params, Split
 
 # Log-probability of a label no support example has: never predicted, no -inf in the loss.
 _ABSENT = -1e9
-
-
-def _unit(v: chex.Array) -> chex.Array:
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
 
 
 @struct.dataclass
@@ -57,7 +53,7 @@ class SupportMemory:
 
 
 @dataclasses.dataclass(frozen=True)
-class MatchingNet(MetaLearner):
+class MatchingNet(MetricClassifier):
     """Matching Networks: cosine attention over the support examples.
 
     Labels are integers ``0 .. n - 1`` for a support set of ``n`` examples; ``predict``
@@ -84,10 +80,7 @@ class MatchingNet(MetaLearner):
     fixed_way: ClassVar[bool] = False
 
     def init(self, key: chex.PRNGKey) -> Params:
-        return {
-            "embedding": self.model.init(key),
-            "log_scale": jnp.log(jnp.float32(self.scale_init)),
-        }
+        return scaled_cosine_params(self.model, key, self.scale_init)
 
     def adapt(
         self,
@@ -99,12 +92,12 @@ class MatchingNet(MetaLearner):
     ) -> SupportMemory:
         """Embeds the support set (``steps`` is ignored: no inner loop)."""
         del key, steps
-        keys = _unit(self.model.apply(meta_params["embedding"], context.x))
+        keys = unit_norm(self.model.apply(meta_params["embedding"], context.x))
         return SupportMemory(meta_params, keys, context.y)
 
     def attention(self, adapted: SupportMemory, x: chex.Array) -> chex.Array:
         """``[queries, n]`` attention ``a(x, x_i)`` of eq. 2; each row sums to one."""
-        queries = _unit(self.model.apply(adapted.params["embedding"], x))
+        queries = unit_norm(self.model.apply(adapted.params["embedding"], x))
         log_scale = adapted.params["log_scale"]
         if not self.learn_scale:
             log_scale = jax.lax.stop_gradient(log_scale)
@@ -113,25 +106,13 @@ class MatchingNet(MetaLearner):
     def predict(
         self, adapted: SupportMemory, x: chex.Array, key: chex.PRNGKey | None = None
     ) -> chex.Array:
-        """``[queries, n]`` log P(y = k | x, S) of eq. 1."""
+        """``[queries, n]`` log P(y = k | x, S) of eq. 1 (the rows are log-probabilities, so
+        `MetricClassifier`'s cross-entropy is their negative log-likelihood)."""
         del key
         n = adapted.labels.shape[0]
         votes = self.attention(adapted, x) @ jax.nn.one_hot(adapted.labels, n)
         present = jnp.zeros(n, bool).at[adapted.labels].set(True)
         return jnp.where(present, jnp.log(jnp.maximum(votes, 1e-30)), _ABSENT)
-
-    def meta_loss(
-        self, meta_params: Params, task: Task, key: chex.PRNGKey
-    ) -> tuple[chex.Array, Metrics]:
-        log_probs = self.predict(self.adapt(meta_params, task.support, key), task.query.x)
-        # The rows are log-probabilities already, so the cross-entropy is their NLL.
-        loss = losses.cross_entropy(log_probs, task.query.y)
-        return loss, {"meta_loss": loss, "accuracy": losses.accuracy(log_probs, task.query.y)}
-
-    def evaluate_task(self, params: Params, task: Task, key: chex.PRNGKey) -> Metrics:
-        """Query accuracy (the paper's protocol)."""
-        log_probs = self.predict(self.adapt(params, task.support, key), task.query.x)
-        return {"accuracy": losses.accuracy(log_probs, task.query.y)}
 
 
 @register_algorithm("matchingnet")

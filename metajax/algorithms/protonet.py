@@ -50,7 +50,26 @@ class Prototypes:
 
 
 @dataclasses.dataclass(frozen=True)
-class ProtoNet(MetaLearner):
+class MetricClassifier(MetaLearner):
+    """A classifier with no inner loop: ``adapt`` summarizes the support set, ``predict``
+    gives logits (or log-probabilities) per label, and the meta-loss is their query
+    cross-entropy. The metric-based learners (ProtoNet, Matching Networks) share it."""
+
+    def meta_loss(
+        self, meta_params: Params, task: Task, key: chex.PRNGKey
+    ) -> tuple[chex.Array, Metrics]:
+        logits = self.predict(self.adapt(meta_params, task.support, key), task.query.x)
+        loss = losses.cross_entropy(logits, task.query.y)
+        return loss, {"meta_loss": loss, "accuracy": losses.accuracy(logits, task.query.y)}
+
+    def evaluate_task(self, params: Params, task: Task, key: chex.PRNGKey) -> Metrics:
+        """Query accuracy (the metric-based papers' protocol)."""
+        logits = self.predict(self.adapt(params, task.support, key), task.query.x)
+        return {"accuracy": losses.accuracy(logits, task.query.y)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtoNet(MetricClassifier):
     """Prototypical Networks with squared Euclidean distance.
 
     Labels are integers ``0 .. n_way - 1``; logits have one column per possible label up to
@@ -99,18 +118,6 @@ class ProtoNet(MetaLearner):
     ) -> chex.Array:
         del key
         return jnp.where(adapted.present, -self.distances(adapted, x), _ABSENT)
-
-    def meta_loss(
-        self, meta_params: Params, task: Task, key: chex.PRNGKey
-    ) -> tuple[chex.Array, Metrics]:
-        logits = self.predict(self.adapt(meta_params, task.support, key), task.query.x)
-        loss = losses.cross_entropy(logits, task.query.y)
-        return loss, {"meta_loss": loss, "accuracy": losses.accuracy(logits, task.query.y)}
-
-    def evaluate_task(self, params: Params, task: Task, key: chex.PRNGKey) -> Metrics:
-        """Query accuracy (the paper's protocol)."""
-        logits = self.predict(self.adapt(params, task.support, key), task.query.x)
-        return {"accuracy": losses.accuracy(logits, task.query.y)}
 
 
 @register_algorithm("protonet")

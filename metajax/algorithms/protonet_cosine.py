@@ -21,11 +21,20 @@ import jax.numpy as jnp
 
 from metajax.algorithms.protonet import ProtoNet, Prototypes
 from metajax.config import BuildEnv, ConfigError, LearnerConfig, register_algorithm
+from metajax.core.functional import Model
 from metajax.core.types import Params, Split
 
 
-def _unit(v: chex.Array) -> chex.Array:
+def unit_norm(v: chex.Array) -> chex.Array:
+    """``v``'s rows scaled to unit length (a zero row stays zero): cosine similarity is then
+    a dot product."""
     return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+
+
+def scaled_cosine_params(model: Model, key: chex.PRNGKey, scale_init: float) -> Params:
+    """``{"embedding": ..., "log_scale": log scale_init}``: an embedding with a learned scale
+    for its cosine similarities (TADAM's metric scaling)."""
+    return {"embedding": model.init(key), "log_scale": jnp.log(jnp.float32(scale_init))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +59,7 @@ class CosineProtoNet(ProtoNet):
     scale_init: float = 10.0
 
     def init(self, key: chex.PRNGKey) -> Params:
-        return {
-            "embedding": self.model.init(key),
-            "log_scale": jnp.log(jnp.float32(self.scale_init)),
-        }
+        return scaled_cosine_params(self.model, key, self.scale_init)
 
     def adapt(
         self,
@@ -70,9 +76,9 @@ class CosineProtoNet(ProtoNet):
     def distances(self, adapted: Prototypes, x: chex.Array) -> chex.Array:
         """Negative scaled cosine similarities, ``-alpha cos(f(x), c_k)``: ``predict``'s
         logits are their negation."""
-        emb = _unit(self.model.apply(adapted.params["embedding"], x))
+        emb = unit_norm(self.model.apply(adapted.params["embedding"], x))
         scale = jnp.exp(adapted.params["log_scale"])
-        return -scale * emb @ _unit(adapted.prototypes).T
+        return -scale * emb @ unit_norm(adapted.prototypes).T
 
 
 @register_algorithm("protonet-cosine")

@@ -6,17 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _metric_tasks import linear, noise_episode
 
 from metajax import Task, from_function
 from metajax.algorithms.matchingnet import MatchingNet
 from metajax.config import get_config
 from metajax.core.types import Split
-
-
-def _linear(dim_in=3, dim_out=5):
-    return from_function(
-        lambda w, x: x @ w, lambda k: jax.random.normal(k, (dim_in, dim_out)) / np.sqrt(dim_in)
-    )
 
 
 def _support(key, ways=3, shots=2, dim=3):
@@ -28,7 +23,7 @@ def _unit(v):
 
 
 def test_attention_and_log_probabilities_match_the_papers_equations_by_hand():
-    net = MatchingNet(_linear(), scale_init=4.0)
+    net = MatchingNet(linear(), scale_init=4.0)
     params = net.init(jax.random.key(0))
     support, xq = _support(jax.random.key(1)), jax.random.normal(jax.random.key(2), (4, 3))
     w = np.asarray(params["embedding"])
@@ -43,7 +38,7 @@ def test_attention_and_log_probabilities_match_the_papers_equations_by_hand():
 
 
 def test_attention_sums_to_one_and_ignores_the_supports_order():
-    net = MatchingNet(_linear())
+    net = MatchingNet(linear())
     params = net.init(jax.random.key(0))
     support, xq = (
         _support(jax.random.key(1), ways=4, shots=3),
@@ -93,25 +88,14 @@ def test_meta_gradient_matches_float64_finite_differences():
 def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered():
     config = get_config("omniglot-minimal-matchingnet")
     assert config.algorithm == "matchingnet" and config.learner.scale_init == 10.0
-    net = MatchingNet(_linear(8, 8))
+    net = MatchingNet(linear(8, 8))
     opt = optax.adam(3e-2)
     params = net.init(jax.random.key(0))
     state = opt.init(params)
 
-    def sample(key):
-        kc, ks, kq = jax.random.split(key, 3)
-        centres = jnp.pad(jax.random.normal(kc, (3, 2)) * 2, ((0, 0), (0, 6)))
-        noise = jnp.array([0.3, 0.3, 3, 3, 3, 3, 3, 3])
-        ys, yq = jnp.repeat(jnp.arange(3), 2), jnp.repeat(jnp.arange(3), 5)
-        return Task(
-            Split(centres[ys] + noise * jax.random.normal(ks, (6, 8)), ys),
-            Split(centres[yq] + noise * jax.random.normal(kq, (15, 8)), yq),
-            {},
-        )
-
     @jax.jit
     def step(params, state, key):
-        tasks = jax.vmap(sample)(jax.random.split(key, 16))
+        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
         keys = jax.random.split(key, 16)
         grads, metrics = net.batch_meta_grad(params, tasks, keys, 0)
         updates, state = opt.update(grads, state)
@@ -119,7 +103,7 @@ def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered():
 
     def accuracy(params):
         keys = jax.random.split(jax.random.key(99), 200)
-        tasks = jax.vmap(sample)(keys)
+        tasks = jax.vmap(noise_episode)(keys)
         return float(jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
             tasks, keys).mean())  # fmt: skip
 
@@ -132,7 +116,7 @@ def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered():
 
 @pytest.mark.parametrize("learn_scale", [True, False])
 def test_a_fixed_scale_gets_no_gradient(learn_scale):
-    net = MatchingNet(_linear(), scale_init=1.0, learn_scale=learn_scale)
+    net = MatchingNet(linear(), scale_init=1.0, learn_scale=learn_scale)
     params = net.init(jax.random.key(0))
     task = Task(_support(jax.random.key(1)), _support(jax.random.key(2)), {})
     grads, _ = net.meta_grad(params, task, jax.random.key(3))

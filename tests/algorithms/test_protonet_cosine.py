@@ -5,17 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _metric_tasks import linear, noise_episode
 
-from metajax import Task, from_function
 from metajax.algorithms.protonet_cosine import CosineProtoNet
 from metajax.config import get_config, override
 from metajax.core.types import Split
-
-
-def _linear(dim_in=3, dim_out=5):
-    return from_function(
-        lambda w, x: x @ w, lambda k: jax.random.normal(k, (dim_in, dim_out)) / np.sqrt(dim_in)
-    )
 
 
 def _episode(key, ways=3, shots=2):
@@ -24,7 +18,7 @@ def _episode(key, ways=3, shots=2):
 
 
 def test_logits_are_the_scaled_cosine_to_class_means():
-    net = CosineProtoNet(_linear(), scale_init=7.0)
+    net = CosineProtoNet(linear(), scale_init=7.0)
     params = net.init(jax.random.key(0))
     support = _episode(jax.random.key(1))
     xq = jax.random.normal(jax.random.key(2), (4, 3))
@@ -40,7 +34,7 @@ def test_logits_are_the_scaled_cosine_to_class_means():
 
 
 def test_logits_ignore_the_embeddings_norm_and_the_scale_is_learned():
-    net = CosineProtoNet(_linear())
+    net = CosineProtoNet(linear())
     params = net.init(jax.random.key(0))
     support, xq = _episode(jax.random.key(1)), jax.random.normal(jax.random.key(2), (6, 3))
     scaled = {**params, "embedding": 3.0 * params["embedding"]}
@@ -61,25 +55,14 @@ def test_it_learns_and_its_config_is_registered():
     assert config.algorithm == "protonet-cosine" and config.learner.scale_init == 10.0
     # 3-way episodes whose classes differ in 2 of 8 input dimensions, the other 6 noise: the
     # embedding must learn to ignore the noise.
-    net = CosineProtoNet(_linear(8, 8))
+    net = CosineProtoNet(linear(8, 8))
     opt = optax.adam(3e-2)
     params = net.init(jax.random.key(0))
     state = opt.init(params)
 
-    def sample(key):
-        kc, ks, kq = jax.random.split(key, 3)
-        centres = jnp.pad(jax.random.normal(kc, (3, 2)) * 2, ((0, 0), (0, 6)))
-        noise = jnp.array([0.3, 0.3, 3, 3, 3, 3, 3, 3])
-        ys, yq = jnp.repeat(jnp.arange(3), 2), jnp.repeat(jnp.arange(3), 5)
-        return Task(
-            Split(centres[ys] + noise * jax.random.normal(ks, (6, 8)), ys),
-            Split(centres[yq] + noise * jax.random.normal(kq, (15, 8)), yq),
-            {},
-        )
-
     @jax.jit
     def step(params, state, key):
-        tasks = jax.vmap(sample)(jax.random.split(key, 16))
+        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
         grads, metrics = net.batch_meta_grad(params, tasks, jax.random.split(key, 16))
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, metrics
