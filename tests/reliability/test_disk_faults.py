@@ -156,18 +156,41 @@ def _mount_tmpfs(path, size):
     return done.returncode == 0
 
 
+def _used_bytes(path):
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def test_a_real_full_disk_stops_cleanly_and_the_run_resumes_elsewhere(
     tmp_path, reference_run, capsys
 ):
-    """A 96 KiB tmpfs (where this machine permits mounting one): real ENOSPC from Orbax's
-    tensorstore writes and from Python's, not an injected one."""
+    """A real tmpfs (where this machine permits mounting one): real ENOSPC from Orbax's
+    tensorstore writes and from Python's, not an injected one.
+
+    How much a checkpoint takes on a tmpfs depends on the machine (page size, huge pages,
+    Orbax's files), so the disk is sized from a probe run on it: room for the run's files, two
+    checkpoints and half of a third.
+    """
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "96k"):
+    if not _mount_tmpfs(disk, "256m"):
         pytest.skip("mounting a tmpfs is not permitted here")
     try:
-        argv = ["train", "sinusoid-maml", "--workdir", str(disk / "run"), "--no-progress",
-                "--set", *small_config_sets(), "steps=16", "hidden=40", "checkpoint_every=2",
+        argv = ["train", "sinusoid-maml", "--workdir", str(disk / "probe"), "--no-progress",
+                "--set", *small_config_sets(), "steps=2", "hidden=40", "checkpoint_every=2",
                 "keep_checkpoints=50"]  # fmt: skip
+        assert main(argv) == 0
+        one_checkpoint = _used_bytes(disk)
+        steps = argv.index("steps=2")
+        argv[steps] = "steps=4"
+        assert main(argv) == 0
+        per_checkpoint = _used_bytes(disk) - one_checkpoint
+        assert per_checkpoint > 0
+        shutil.rmtree(disk / "probe")
+        size = one_checkpoint + int(1.5 * per_checkpoint)
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+        capsys.readouterr()
+
+        argv[3], argv[steps] = str(disk / "run"), "steps=16"
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "the disk is full" in err and str(disk / "run") in err and "Traceback" not in err
@@ -176,6 +199,10 @@ def test_a_real_full_disk_stops_cleanly_and_the_run_resumes_elsewhere(
         shutil.copytree(disk / "run", tmp_path / "moved")
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+    assert 0 < len(kept) < 8, (
+        f"the disk ({size} bytes, {per_checkpoint} per checkpoint) should fill after some "
+        f"checkpoints, not before any; kept {kept}"
+    )
     argv[3] = str(tmp_path / "moved")
     assert main(argv) == 0
     capsys.readouterr()
@@ -183,7 +210,6 @@ def test_a_real_full_disk_stops_cleanly_and_the_run_resumes_elsewhere(
     argv[3] = str(whole)
     assert main(argv) == 0
     assert_same_params(tmp_path / "moved", whole)
-    assert 0 < len(kept) < 8, "the disk should fill after some checkpoints, not before any"
 
 
 def small_config_sets():
