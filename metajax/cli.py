@@ -13,10 +13,11 @@ from pathlib import Path
 import jax
 
 from metajax import config as config_lib
+from metajax.algorithms.neural_process import NeuralProcess
 from metajax.errors import UserError
 from metajax.files import dumps, write_atomic
 from metajax.training.evaluate import evaluate
-from metajax.training.plots import plot_regression_adaptation
+from metajax.training.plots import plot_process, plot_regression_adaptation
 from metajax.training.trainer import (
     NonFiniteLossError,
     load_state,
@@ -144,11 +145,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                   "step": int(state.step), "train_s": round(wall, 1),
                   "eval_tasks": trainer.eval_tasks, "metrics": metrics}  # fmt: skip
         write_atomic(workdir / "results.json", dumps(record, indent=1) + "\n")
-        if hasattr(experiment.test_tasks, "function"):
+        plot = None
+        if isinstance(experiment.learner, NeuralProcess):
+            if hasattr(experiment.test_tasks, "x_range"):
+                plot = workdir / "predictions.png"
+                plot_process(experiment.learner, experiment.test_tasks, state.params, plot)
+        elif hasattr(experiment.test_tasks, "function"):
             plot = workdir / "adaptation.png"
             plot_regression_adaptation(
                 experiment.learner, experiment.test_tasks, state.params, plot
             )
+        if plot is not None:
             print(f"metajax: wrote {plot}")
     return 0
 

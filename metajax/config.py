@@ -73,6 +73,9 @@ class BuildEnv:
       unroll: unroll inner loops (convolutions run faster unrolled on XLA:CPU).
       task_chunk: tasks per ``vmap`` chunk (`metajax.core.learner.map_chunks`).
       config: the config's name, for error messages.
+      x_dim, y_dim: input and output widths of a benchmark of functions (the Neural Process
+        family sizes its networks from them); ``None`` elsewhere.
+      x_range: where a function benchmark's inputs lie (ConvCNP sizes its grid from it).
     """
 
     network: Callable[[], Model]
@@ -83,6 +86,9 @@ class BuildEnv:
     unroll: bool
     task_chunk: int | None
     config: str
+    x_dim: int | None = None
+    y_dim: int | None = None
+    x_range: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

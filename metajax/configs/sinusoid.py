@@ -84,7 +84,8 @@ class SinusoidBenchmark(Benchmark):
     def env(self, learner: LearnerConfig, trainer: TrainerConfig, name: str) -> BuildEnv:
         return BuildEnv(network=self.network, features=self.network,
                         body_and_head=self.body_and_head, loss=losses.mse, metric=losses.MSE,
-                        unroll=False, task_chunk=None, config=name)  # fmt: skip
+                        unroll=False, task_chunk=None, config=name, x_dim=1, y_dim=1,
+                        x_range=Sinusoid.x_range)  # fmt: skip
 
 
 def sinusoid_config(name: str, algorithm: str = "maml", description: str = "",
@@ -117,3 +118,22 @@ _CONFIGS = {
 
 for _name, _fields in _CONFIGS.items():
     register_config(_name, lambda name=_name, fields=_fields: sinusoid_config(name, **fields))
+
+
+def sinusoid_cnp_config() -> Config:
+    """A CNP (Garnelo et al. 2018a) on the sinusoids: the K=10 support is the context, and
+    the query points the targets. No test-time steps: ``log_likelihood`` and ``mse`` of the
+    conditioned prediction."""
+    trainer = TrainerConfig(steps=20_000, meta_batch_size=25, outer_lr=5e-4,
+                            lr_schedule="cosine", log_every=500)  # fmt: skip
+    learner = algorithm_config("cnp")(eval_context_sizes=(5, 10, 20))
+    return Config(
+        "sinusoid-cnp",
+        SinusoidBenchmark(),
+        learner,
+        trainer,
+        "CNP, Garnelo et al. 2018a, on the sinusoids (context = the K=10 support)",
+    )
+
+
+register_config("sinusoid-cnp", sinusoid_cnp_config)

@@ -25,20 +25,22 @@ class Model:
 
     Attributes:
       init: ``init(key) -> params``, a fresh parameter pytree.
-      apply: ``apply(params, x) -> y``, batched over the leading axis of ``x``.
+      apply: ``apply(params, x) -> y``, batched over the leading axis of ``x`` (models of
+        sets take more arguments: ``apply(params, x, y, mask)``).
     """
 
     init: Callable[[chex.PRNGKey], Params]
-    apply: Callable[[Params, chex.Array], chex.Array]
+    apply: Callable[..., Any]
 
-    def __call__(self, params: Params, x: chex.Array) -> chex.Array:
-        return self.apply(params, x)
+    def __call__(self, params: Params, x: chex.Array, *args: Any) -> Any:
+        return self.apply(params, x, *args)
 
 
 def from_nnx(module_factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module) -> Model:
     """Turns a Flax NNX module into a `Model` by ``nnx.split`` / ``nnx.merge``.
 
-    The parameters are the module's ``nnx.Param`` variables, as a plain nested dict
+    ``apply(params, x, *args, **kwargs)`` calls the module with every argument (a set
+    encoder takes ``(x, y, mask)``). The parameters are the module's ``nnx.Param`` variables, as a plain nested dict
     (``nnx.State.to_pure_dict()``), for example ``params["out"]["kernel"]``.
     Any other state (constants, non-trainable variables) is held fixed and is not
     differentiated. The module must not mutate state in ``__call__`` (use batch statistics
@@ -84,9 +86,9 @@ def from_nnx(module_factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module) -> M
     ):
         raise ValueError("from_nnx: this module's parameter paths do not map to a plain dict.")
 
-    def apply(params: Params, x: chex.Array) -> chex.Array:
+    def apply(params: Params, x: chex.Array, *args: Any, **kwargs: Any) -> Any:
         module_state = jax.tree.unflatten(treedef, jax.tree.leaves(params))
-        return nnx.merge(graphdef, module_state, rest)(x)
+        return nnx.merge(graphdef, module_state, rest)(x, *args, **kwargs)
 
     return Model(init=init, apply=apply)
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import chex
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 PyTree = Any
@@ -20,10 +21,25 @@ Params = Any
 
 @struct.dataclass
 class Split:
-    """A set of examples: inputs ``x`` of shape ``[n, ...]`` and targets ``y`` of shape ``[n, ...]``."""
+    """A set of examples: inputs ``x`` of shape ``[n, ...]`` and targets ``y`` of shape ``[n, ...]``.
+
+    Attributes:
+      x: the inputs.
+      y: the targets.
+      mask: ``[n]`` bool, which rows are examples; ``None``: all of them. Sets whose size
+        varies from task to task (a Gaussian-process function's context, between 3 and 46
+        points) keep a static shape this way, so a meta-batch stays one array and one program.
+    """
 
     x: chex.Array
     y: chex.Array
+    mask: chex.Array | None = None
+
+    def weights(self) -> chex.Array:
+        """``[n]`` float weights: 1 for an example, 0 for padding."""
+        if self.mask is None:
+            return jnp.ones(self.x.shape[0], jnp.float32)
+        return self.mask.astype(jnp.float32)
 
     def __len__(self) -> int:
         return self.x.shape[0]

@@ -70,3 +70,55 @@ def plot_regression_adaptation(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_process(
+    learner: MetaLearner,
+    tasks: TaskDistribution,
+    params: Params,
+    path: str | os.PathLike,
+    *,
+    num_tasks: int = 3,
+    seed: int = 0,
+) -> None:
+    """For ``num_tasks`` test functions: the context points, the targets, and a Neural
+    Process's predictive mean with a 2-sigma band (a latent model's ``z`` at the mean of
+    ``p(z | C)``). Needs a 1-D task distribution with ``x_range``.
+
+    Args:
+      learner: a Neural Process (``predict`` returns a Gaussian).
+      tasks: the test task distribution.
+      params: the meta-parameters.
+      path: the PNG to write.
+      num_tasks: panels.
+      seed: picks the tasks.
+    """
+    lo, hi = tasks.x_range
+    grid = jnp.linspace(lo, hi, 300)[:, None]
+    batch = sample_tasks(tasks, jax.random.key(seed), num_tasks)
+
+    @jax.jit
+    def curves(task):
+        prediction = learner.predict(learner.adapt(params, task.support), grid)
+        return prediction.mean[:, 0], prediction.scale[:, 0]
+
+    means, scales = jax.vmap(curves)(batch)
+    fig, axes = plt.subplots(1, num_tasks, figsize=(4.5 * num_tasks, 3.4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        support = jax.tree.map(lambda a, i=i: a[i], batch.support)
+        query = jax.tree.map(lambda a, i=i: a[i], batch.query)
+        shown, hidden = support.weights() > 0, query.weights() > 0
+        ax.fill_between(grid[:, 0], means[i] - 2 * scales[i], means[i] + 2 * scales[i],
+                        color="C0", alpha=0.25, label="mean +/- 2 sigma")  # fmt: skip
+        ax.plot(grid[:, 0], means[i], "C0-", lw=2, label="predictive mean")
+        ax.plot(query.x[hidden, 0], query.y[hidden, 0], "o", color="0.5", ms=3, label="targets")
+        ax.plot(support.x[shown, 0], support.y[shown, 0], "k^", ms=6,
+                label=f"{int(shown.sum())} context points")  # fmt: skip
+        if hasattr(tasks, "function"):
+            truth = tasks.function(batch.info["amplitude"][i], batch.info["phase"][i], grid)
+            ax.plot(grid[:, 0], truth[:, 0], "k--", lw=1, label="true")
+        ax.set_xlabel("x")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""Gaussian-process regression with the Neural Process family (`metajax.tasks.gp`).
+
+``gp-{cnp,np,anp,convcnp}`` train on EQ functions with the published benchmark's sampler
+(Kim et al. 2019, Lee et al. 2020): length 0.6 and scale 1 (``random_hyperparameters=true``
+draws them from U[0.1, 0.6] and U[0.1, 1]), noise 2e-2, 50 points with 3 to 46 of them as the
+context. ``--set kernel=matern|periodic`` swaps the kernel. The trainer follows Lee et al.
+2020: meta-batch 16, Adam from 5e-4 with a cosine decay; the step counts are sized for a
+2-core CPU (experiments/RESULTS.md records each run's time).
+
+``sinusoid-cnp`` is a CNP on Finn et al.'s sinusoids (`metajax.configs.sinusoid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metajax import losses
+from metajax.config import (
+    Benchmark,
+    BuildEnv,
+    Config,
+    ConfigError,
+    LearnerConfig,
+    TrainerConfig,
+    algorithm_config,
+    register_config,
+)
+from metajax.tasks.gp import KERNELS, GaussianProcess
+
+
+def _no_network(name: str):
+    def fail():
+        raise ConfigError(
+            f"Config {name}: Gaussian-process tasks have no fixed network; use a Neural "
+            "Process learner (algorithm=cnp, np, anp or convcnp)."
+        )
+
+    return fail
+
+
+@dataclasses.dataclass(frozen=True)
+class GPBenchmark(Benchmark):
+    """Functions from a Gaussian process (fields of `metajax.tasks.gp.GaussianProcess`)."""
+
+    kernel: str = "eq"
+    length_scale: float = 0.6
+    scale: float = 1.0
+    random_hyperparameters: bool = False
+    noise: float = 2e-2
+    num_points: int = 50
+    min_context: int = 3
+    max_context: int = 47
+    kind = "process"
+
+    def validate(self, name: str) -> None:
+        super().validate(name)
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"Config {name}: kernel must be one of {', '.join(KERNELS)}, "
+                              f"got {self.kernel!r}.")  # fmt: skip
+        if not 1 <= self.min_context < self.max_context <= self.num_points:
+            raise ConfigError(
+                f"Config {name}: needs 1 <= min_context < max_context <= num_points, got "
+                f"{self.min_context}, {self.max_context}, {self.num_points}."
+            )
+        if min(self.length_scale, self.scale) <= 0 or self.noise < 0:
+            raise ConfigError(f"Config {name}: length_scale and scale must be > 0, noise >= 0.")
+
+    def check_learner(self, learner: LearnerConfig, trainer: TrainerConfig, name: str) -> None:
+        del trainer
+        sizes = getattr(learner, "eval_context_sizes", ())
+        if sizes and max(sizes) >= self.num_points:
+            raise ConfigError(
+                f"Config {name}: eval_context_sizes {sizes} must be below num_points="
+                f"{self.num_points} (targets are the points left over)."
+            )
+
+    def distribution(self) -> GaussianProcess:
+        return GaussianProcess(
+            kernel=self.kernel, length_scale=self.length_scale, scale=self.scale,
+            random_hyperparameters=self.random_hyperparameters, noise=self.noise,
+            num_points=self.num_points, min_context=self.min_context,
+            max_context=self.max_context,
+        )  # fmt: skip
+
+    def tasks(self) -> tuple[GaussianProcess, GaussianProcess]:
+        return self.distribution(), self.distribution()
+
+    def env(self, learner: LearnerConfig, trainer: TrainerConfig, name: str) -> BuildEnv:
+        del learner, trainer
+        fail = _no_network(name)
+        return BuildEnv(network=fail, features=fail, body_and_head=fail, loss=losses.mse,
+                        metric=losses.MSE, unroll=False, task_chunk=None, config=name,
+                        x_dim=1, y_dim=1, x_range=(-2.0, 2.0))  # fmt: skip
+
+
+# Meta-steps of each model, sized from its step time on a 2-core CPU (RESULTS.md).
+GP_STEPS = {"cnp": 30_000, "np": 30_000, "anp": 15_000, "convcnp": 15_000}
+
+
+def gp_config(name: str, algorithm: str, description: str = "") -> Config:
+    """A GP config with ``algorithm``'s learner and Lee et al. 2020's trainer."""
+    trainer = TrainerConfig(steps=GP_STEPS[algorithm], meta_batch_size=16, outer_lr=5e-4,
+                            lr_schedule="cosine", checkpoint_every=5000, log_every=500,
+                            eval_tasks=2000)  # fmt: skip
+    return Config(name, GPBenchmark(), algorithm_config(algorithm)(), trainer, description)
+
+
+_CONFIGS = {
+    "gp-cnp": ("cnp", "CNP, Garnelo et al. 2018a, on EQ Gaussian-process functions"),
+    "gp-np": ("np", "latent NP, Garnelo et al. 2018b (ELBO), on EQ GP functions"),
+    "gp-anp": ("anp", "ANP, Kim et al. 2019 (self- and cross-attention), on EQ GP functions"),
+    "gp-convcnp": ("convcnp", "ConvCNP, Gordon et al. 2020 (SetConv + CNN), on EQ GP functions"),
+}
+
+for _name, (_algorithm, _description) in _CONFIGS.items():
+    register_config(_name, lambda n=_name, a=_algorithm, d=_description: gp_config(n, a, d))
