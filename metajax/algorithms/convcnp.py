@@ -87,8 +87,8 @@ class ConvCNP(NeuralProcess):
         return {
             "cnn": self.cnn.init(k_cnn),
             "head": self.head.init(k_head),
-            "log_length_in": jnp.full((2,), log_length),
-            "log_length_out": jnp.full((self.channels,), log_length),
+            "log_length_in": jnp.full((2,), log_length, jnp.float32),
+            "log_length_out": jnp.full((self.channels,), log_length, jnp.float32),
         }
 
     def represent(self, params: Params, context: Split) -> None:

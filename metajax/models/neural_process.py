@@ -104,7 +104,9 @@ class MultiheadAttention(nnx.Module):
             raise ValueError(f"MultiheadAttention: width {width} is not a multiple of {heads}.")
         self.heads = heads
         self.q = nnx.Linear(query_dim, width, rngs=rngs)
-        self.k = nnx.Linear(key_dim, width, rngs=rngs)
+        # No key bias: it adds the same logit to every key, which the softmax ignores; its
+        # gradient would be pure rounding noise, which Adam would amplify into steps.
+        self.k = nnx.Linear(key_dim, width, use_bias=False, rngs=rngs)
         self.v = nnx.Linear(value_dim, width, rngs=rngs)
         self.out = nnx.Linear(width, width, rngs=rngs)
         self.norm1 = nnx.LayerNorm(width, rngs=rngs)
