@@ -25,7 +25,9 @@ def test_gp_cnp_trains_plots_and_evaluates(tmp_path, capsys):
     saved = json.loads((workdir / "results.json").read_text())
     assert saved["metrics"] == metrics
     # More context, better predictions of the rest.
-    assert metrics["log_likelihood_context_40"]["mean"] > metrics["log_likelihood_context_3"]["mean"]
+    assert (
+        metrics["log_likelihood_context_40"]["mean"] > metrics["log_likelihood_context_3"]["mean"]
+    )
 
 
 @pytest.mark.parametrize("config", ["gp-np", "gp-anp", "gp-convcnp", "sinusoid-cnp"])

@@ -22,8 +22,9 @@ MODELS = {
     "cnp": lambda: CNP.build(**SMALL),
     "np": lambda: LatentNP.build(**SMALL, latent_dim=4),
     "anp": lambda: ANP.build(**SMALL, heads=2, latent_dim=4),
-    "convcnp": lambda: ConvCNP.build(y_dim=1, channels=8, layers=2, kernel_size=5,
-                                     points_per_unit=16, grid_size=96),  # fmt: skip
+    "convcnp": lambda: ConvCNP.build(
+        y_dim=1, channels=8, layers=2, kernel_size=5, points_per_unit=16, grid_size=96
+    ),  # fmt: skip
 }
 
 
@@ -148,8 +149,9 @@ def test_cnp_meta_gradient_matches_float64_finite_differences():
 
 
 def test_gaussian_log_prob_and_kl_by_hand():
-    g, h = Gaussian(jnp.array([0.5, -1.0]), jnp.array([2.0, 0.3])), Gaussian(
-        jnp.zeros(2), jnp.ones(2)
+    g, h = (
+        Gaussian(jnp.array([0.5, -1.0]), jnp.array([2.0, 0.3])),
+        Gaussian(jnp.zeros(2), jnp.ones(2)),
     )
     y = jnp.array([1.0, 0.0])
     by_hand = sum(-0.5 * ((yi - m) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi))

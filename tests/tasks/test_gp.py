@@ -55,7 +55,7 @@ def test_whitened_values_are_standard_normal(kernel, random_hyperparameters):
     assert abs(z.mean()) < 0.03 and abs(z.std() - 1) < 0.03
     if random_hyperparameters:
         lengths = np.asarray(info["length_scale"])
-        assert 0.1 <= lengths.min() and lengths.max() <= 0.6 and lengths.std() > 0.1
+        assert lengths.min() >= 0.1 and lengths.max() <= 0.6 and lengths.std() > 0.1
 
 
 def test_bad_settings_are_refused():
