@@ -76,6 +76,10 @@ class BuildEnv:
       x_dim, y_dim: input and output widths of a benchmark of functions (the Neural Process
         family sizes its networks from them); ``None`` elsewhere.
       x_range: where a function benchmark's inputs lie (ConvCNP sizes its grid from it).
+      feature_maps: ``feature_maps()``: the image backbone's spatial feature maps
+        ``[n, h, w, c]`` (Conv4 pooling only in its first two blocks, as Relation Networks'
+        embedding); ``None`` where the benchmark has no image backbone.
+      input_shape: one model input's shape (a learner sizes its own modules from it).
     """
 
     network: Callable[[], Model]
@@ -89,6 +93,8 @@ class BuildEnv:
     x_dim: int | None = None
     y_dim: int | None = None
     x_range: tuple[float, float] | None = None
+    feature_maps: Callable[[], Model] | None = None
+    input_shape: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,16 @@ class Net(nnx.Module):
         return h if self.out is None else self.out(h)
 
 
+class Maps(nnx.Module):
+    """Spatial feature maps [n, 4, 4, 2] of vectors, for learners that read maps (Relation)."""
+
+    def __init__(self, inputs: int, *, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(inputs, 32, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.linear(x)).reshape(x.shape[0], 4, 4, 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Clusters:
     """3-way 2-shot classification of points around per-task random centres."""
@@ -102,6 +112,10 @@ class TinyBenchmark(Benchmark):
             unroll=False,
             task_chunk=None,
             config=name,
+            feature_maps=(lambda: from_nnx(lambda r: Maps(Clusters.dim, rngs=r)))
+            if self.classify
+            else None,
+            input_shape=(Clusters.dim,) if self.classify else (1,),
             x_dim=None if self.classify else 1,
             y_dim=None if self.classify else 1,
             x_range=None if self.classify else Sinusoid.x_range,

@@ -148,9 +148,19 @@ class FewShotBenchmark(Benchmark):
                         rotations=self.test_rotations)  # fmt: skip
         return train, test
 
-    def backbone_model(self, num_classes: int, conv: str) -> Model:
-        """The backbone as pure functions (``num_classes=0``: features)."""
+    def backbone_model(self, num_classes: int, conv: str, pooled_blocks: int = 4) -> Model:
+        """The backbone as pure functions (``num_classes=0``: features; ``pooled_blocks``
+        below 4: Conv4's spatial feature maps)."""
         side, _, channels = self.image_shape
+        if pooled_blocks < 4:
+            if self.backbone != "conv4":
+                raise ConfigError(
+                    f"Feature maps pooled in {pooled_blocks} blocks need backbone=conv4, got "
+                    f"{self.backbone}."
+                )
+            return self.with_dtype(from_nnx(lambda r: Conv4(
+                channels, 0, image_size=side, filters=self.filters, conv=conv,
+                pooled_blocks=pooled_blocks, rngs=r)))  # fmt: skip
         if self.backbone == "resnet12":
             return self.with_dtype(
                 from_nnx(lambda r: ResNet12(channels, num_classes, conv=conv, rngs=r))
@@ -211,6 +221,8 @@ class FewShotBenchmark(Benchmark):
             unroll=True,
             task_chunk=task_chunk,
             config=name,
+            feature_maps=lambda: self.backbone_model(0, conv, pooled_blocks=2),
+            input_shape=tuple(self.image_shape),
         )
 
 

@@ -111,6 +111,12 @@ _CONFIGS = {
         dict(algorithm="matchingnet", meta_batch_size=1, train_way=20, train_query=5,
              lr_halve_every=1000, steps=3000),
     ),
+    "omniglot-minimal-relationnet": (
+        _MINIMAL,
+        "Relation Networks on the minimal setting, 20-way episodes of 5 queries",
+        dict(algorithm="relationnet", meta_batch_size=1, train_way=20, train_query=5,
+             lr_halve_every=1000, steps=3000),
+    ),
     # 4 tasks a step, each in turn (task_chunk auto = 1 on CPU), ~0.65 s a step here.
     "omniglot-minimal-fomaml": (
         _MINIMAL,

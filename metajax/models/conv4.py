@@ -97,6 +97,9 @@ class Conv4(nnx.Module):
         and OpenBLAS GEMMs; ``"xla"``: ``lax.conv_general_dilated``; ``"im2col"``
         (`im2col_conv`): patches times a matrix in XLA; ``"taps"`` (`tap_conv`): one matrix
         product per kernel tap.
+      pooled_blocks: how many blocks (the first ones) max-pool. With fewer than 4 and
+        ``num_classes=0`` the output is the spatial feature map ``[n, h, w, filters]``
+        (Relation Networks' embedding pools in its first two blocks only).
       rngs: NNX random streams.
 
     Example:
@@ -104,6 +107,8 @@ class Conv4(nnx.Module):
       >>> from flax import nnx
       >>> Conv4(1, 5, image_size=28, rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28, 1))).shape
       (2, 5)
+      >>> Conv4(1, 0, pooled_blocks=2, rngs=nnx.Rngs(0))(jnp.zeros((2, 28, 28, 1))).shape
+      (2, 7, 7, 64)
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class Conv4(nnx.Module):
         image_size: int = 28,
         filters: int = 64,
         conv: str = "auto",
+        pooled_blocks: int = 4,
         rngs: nnx.Rngs,
     ):
         if conv not in CONV_CHOICES:
@@ -134,19 +140,25 @@ class Conv4(nnx.Module):
             ]
         )
         self.norms = nnx.List([TransductiveBatchNorm(filters) for _ in range(4)])
-        size = image_size // 16  # four 2x2 poolings, each rounding down
+        if not 0 <= pooled_blocks <= 4 or (pooled_blocks < 4 and num_classes):
+            raise ValueError(
+                f"Conv4: pooled_blocks must be in [0, 4], and 4 with a head; got {pooled_blocks}."
+            )
+        self.pooled_blocks = pooled_blocks
+        size = image_size // 2**pooled_blocks  # 2x2 poolings, each rounding down
         if size < 1:
             raise ValueError(
-                f"Conv4 pools by 2 four times, so it needs image_size >= 16; got {image_size}. "
-                "Resize the images or use fewer blocks."
+                f"Conv4 pools by 2 {pooled_blocks} times, so it needs image_size >= "
+                f"{2**pooled_blocks}; got {image_size}. Resize the images or use fewer blocks."
             )
         self.feature_dim = filters * size * size
         self.head = nnx.Linear(self.feature_dim, num_classes, rngs=rngs) if num_classes else None
 
     def features(self, x: chex.Array) -> chex.Array:
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = max_pool_2x2(jax.nn.relu(norm(conv(x))))
-        return x.reshape(x.shape[0], -1)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = jax.nn.relu(norm(conv(x)))
+            x = max_pool_2x2(x) if i < self.pooled_blocks else x
+        return x.reshape(x.shape[0], -1) if self.pooled_blocks == 4 else x
 
     def __call__(self, x: chex.Array) -> chex.Array:
         h = self.features(x)
