@@ -33,6 +33,22 @@ from metajax.core.types import Params, Split, Task
 _ABSENT = -1e9
 
 
+def class_means(embeddings: chex.Array, labels: chex.Array) -> tuple[chex.Array, chex.Array]:
+    """``(means, present)``: the mean embedding of each label ``0 .. n - 1`` (eq. 1) for ``n``
+    examples, and whether the label occurs; an absent label's mean is zero.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> means, present = class_means(jnp.array([[0.0], [2.0], [5.0]]), jnp.array([0, 0, 2]))
+      >>> means[:, 0].tolist(), present.tolist()
+      ([1.0, 0.0, 5.0], [True, False, True])
+    """
+    n = labels.shape[0]
+    sums = jax.ops.segment_sum(embeddings, labels, num_segments=n)
+    counts = jax.ops.segment_sum(jnp.ones(n, embeddings.dtype), labels, num_segments=n)
+    return sums / jnp.maximum(counts, 1)[:, None], counts > 0
+
+
 @struct.dataclass
 class Prototypes:
     """A metric learner's adapted predictor: the embedding's parameters and one prototype
@@ -101,11 +117,8 @@ class ProtoNet(MetricClassifier):
     ) -> Prototypes:
         """Class means of the support embeddings (``steps`` is ignored: no inner loop)."""
         del key, steps
-        emb = self.model.apply(meta_params, context.x)
-        n = context.y.shape[0]
-        sums = jax.ops.segment_sum(emb, context.y, num_segments=n)
-        counts = jax.ops.segment_sum(jnp.ones(n), context.y, num_segments=n)
-        return Prototypes(meta_params, sums / jnp.maximum(counts, 1)[:, None], counts > 0)
+        means, present = class_means(self.model.apply(meta_params, context.x), context.y)
+        return Prototypes(meta_params, means, present)
 
     def distances(self, adapted: Prototypes, x: chex.Array) -> chex.Array:
         """``[n, labels]`` squared Euclidean distances from embeddings to prototypes (eq. 2)."""

@@ -17,6 +17,7 @@ import dataclasses
 from typing import ClassVar
 
 import chex
+import jax
 import jax.numpy as jnp
 
 from metajax.algorithms.protonet import ProtoNet, Prototypes
@@ -27,8 +28,12 @@ from metajax.core.types import Params, Split
 
 def unit_norm(v: chex.Array) -> chex.Array:
     """``v``'s rows scaled to unit length (a zero row stays zero): cosine similarity is then
-    a dot product."""
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+    a dot product.
+
+    The squared norm is clamped before the square root, so a zero row (an absent class's
+    mean) has a finite gradient; ``jnp.linalg.norm``'s gradient at zero is NaN, and a NaN
+    survives ``jnp.where`` masking in reverse mode."""
+    return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), 1e-16))
 
 
 def scaled_cosine_params(model: Model, key: chex.PRNGKey, scale_init: float) -> Params:

@@ -117,6 +117,18 @@ _CONFIGS = {
         dict(algorithm="relationnet", meta_batch_size=1, train_way=20, train_query=5,
              lr_halve_every=1000, steps=3000),
     ),
+    "omniglot-minimal-hypernet": (
+        _MINIMAL,
+        "Hypernetwork heads with a FiLM body on the minimal setting, 20-way episodes",
+        dict(algorithm="hypernet", meta_batch_size=1, train_way=20, train_query=5,
+             lr_halve_every=1000, steps=3000),
+    ),
+    "omniglot-minimal-leo": (
+        _MINIMAL,
+        "LEO-style latent adaptation of generated heads on the minimal setting",
+        dict(algorithm="leo", meta_batch_size=1, train_way=20, train_query=5,
+             lr_halve_every=1000, steps=3000),
+    ),
     # 4 tasks a step, each in turn (task_chunk auto = 1 on CPU), ~0.65 s a step here.
     "omniglot-minimal-fomaml": (
         _MINIMAL,
