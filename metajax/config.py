@@ -24,6 +24,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -95,6 +96,22 @@ class BuildEnv:
     x_range: tuple[float, float] | None = None
     feature_maps: Callable[[], Model] | None = None
     input_shape: tuple[int, ...] | None = None
+
+    def feature_width(self, model: Model, algorithm: str) -> int:
+        """The flat output width of ``model`` on this benchmark's inputs (for learners that
+        size their own modules from their embedding's width)."""
+        if self.input_shape is None:
+            raise ConfigError(f"Config {self.config}: {algorithm} needs a benchmark that states "
+                              "its input shape (the few-shot image benchmarks do).")  # fmt: skip
+        shape = jax.eval_shape(
+            lambda k: model.apply(model.init(k), jnp.zeros((1, *self.input_shape))),
+            jax.random.key(0),
+        ).shape
+        if len(shape) != 2:
+            raise ConfigError(
+                f"Config {self.config}: {algorithm} needs flat features; got {shape}."
+            )
+        return shape[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -156,18 +156,6 @@ class HyperNet(MetricClassifier):
                              adapted)  # fmt: skip
 
 
-def feature_width(env: BuildEnv, model: Model, algorithm: str) -> int:
-    """The flat feature width of ``model`` on the benchmark's inputs."""
-    if env.input_shape is None:
-        raise ConfigError(f"Config {env.config}: {algorithm} needs a benchmark that states its "
-                          "input shape (the few-shot image benchmarks do).")  # fmt: skip
-    shape = jax.eval_shape(lambda k: model.apply(model.init(k), jnp.zeros((1, *env.input_shape))),
-                           jax.random.key(0)).shape  # fmt: skip
-    if len(shape) != 2:
-        raise ConfigError(f"Config {env.config}: {algorithm} needs flat features; got {shape}.")
-    return shape[1]
-
-
 @register_algorithm("hypernet")
 @dataclasses.dataclass(frozen=True)
 class HyperNetConfig(LearnerConfig):
@@ -186,7 +174,7 @@ class HyperNetConfig(LearnerConfig):
 
     def build(self, env: BuildEnv) -> HyperNet:
         body = env.features()
-        return HyperNet(body, feature_width(env, body, self.algorithm), self.film,
+        return HyperNet(body, env.feature_width(body, self.algorithm), self.film,
                         self.scale_init, task_chunk=env.task_chunk)  # fmt: skip
 
     def validate(self, name: str) -> None:

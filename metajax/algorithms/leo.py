@@ -32,7 +32,6 @@ from metajax import losses
 from metajax.algorithms.hypernet import (
     GeneratedHead,
     cosine_logits,
-    feature_width,
     linear,
     linear_params,
 )
@@ -121,7 +120,7 @@ class LEOConfig(LearnerConfig):
     def build(self, env: BuildEnv) -> LEO:
         body = env.features()
         inner = InnerLoop(optax.sgd(self.inner_lr), steps=self.inner_steps)
-        return LEO(body, feature_width(env, body, self.algorithm), self.latent_dim, inner,
+        return LEO(body, env.feature_width(body, self.algorithm), self.latent_dim, inner,
                    self.scale_init, task_chunk=env.task_chunk)  # fmt: skip
 
     def validate(self, name: str) -> None:

@@ -121,3 +121,96 @@ def test_a_fixed_scale_gets_no_gradient(learn_scale):
     task = Task(_support(jax.random.key(1)), _support(jax.random.key(2)), {})
     grads, _ = net.meta_grad(params, task, jax.random.key(3))
     assert (float(jnp.abs(grads["log_scale"])) > 0) == learn_scale
+
+
+def _fce_net(dim_in=8, dim=5, steps=3):
+    return MatchingNet(linear(dim_in, dim), fce_dim=dim, fce_steps=steps)
+
+
+def test_full_context_embeddings_by_hand():
+    """g(x_i, S) = h_fwd_i + h_bwd_i + f'(x_i), and the attention LSTM's K steps, written out
+    with a Python loop (the model runs them under lax.scan)."""
+    from metajax.models.recurrent import lstm_step
+
+    net = _fce_net()
+    params = net.init(jax.random.key(0))
+    support, xq = _support(jax.random.key(1), dim=8), jax.random.normal(jax.random.key(2), (4, 8))
+    emb = support.x @ params["embedding"]
+    fce, zeros = params["fce"], jnp.zeros(5)
+    fwd, state = [], (zeros, zeros)
+    for e in emb:
+        state = lstm_step(fce["forward"], state, e)
+        fwd.append(state[0])
+    bwd, state = [], (zeros, zeros)
+    for e in emb[::-1]:
+        state = lstm_step(fce["backward"], state, e)
+        bwd.append(state[0])
+    g = emb + jnp.stack(fwd) + jnp.stack(bwd[::-1])
+    memory = net.adapt(params, support)
+    np.testing.assert_allclose(memory.embedded, g, rtol=1e-5, atol=1e-6)
+    q = xq @ params["embedding"]
+    h = c = read = jnp.zeros_like(q)
+    for _ in range(3):
+        h_hat, c = lstm_step(fce["attention"], (h, c), jnp.concatenate([q, read], -1))
+        h = h_hat + q
+        read = jax.nn.softmax(h @ g.T, -1) @ g
+    cos = _unit(np.asarray(h)) @ _unit(np.asarray(g)).T
+    att = np.exp(10.0 * cos) / np.exp(10.0 * cos).sum(1, keepdims=True)
+    np.testing.assert_allclose(net.attention(memory, xq), att, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(net.attention(memory, xq).sum(-1), np.ones(4), rtol=1e-6)
+
+
+def test_fce_meta_gradient_matches_float64_finite_differences_and_it_learns():
+    with jax.enable_x64(True):
+        net = _fce_net(3, 3, 2)
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), net.init(jax.random.key(0)))
+        support = _support(jax.random.key(1))
+        support = Split(support.x.astype(jnp.float64), support.y)
+        task = Task(support, Split(jax.random.normal(jax.random.key(2), (6, 3), jnp.float64),
+                                   jnp.arange(6) % 3), {})  # fmt: skip
+        grads, _ = net.meta_grad(params, task, jax.random.key(3))
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+        analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
+        picks = np.random.default_rng(0).choice(flat.size, 40, replace=False)
+
+        def loss(v):
+            return net.meta_loss(unravel(v), task, jax.random.key(3))[0]
+
+        eps = 1e-6
+        numeric = [(loss(flat.at[i].add(eps)) - loss(flat.at[i].add(-eps))) / (2 * eps)
+                   for i in picks]  # fmt: skip
+        np.testing.assert_allclose(analytic[picks], numeric, rtol=1e-6, atol=1e-9)
+        assert np.abs(np.asarray(jax.flatten_util.ravel_pytree(grads["fce"])[0])).max() > 1e-4
+
+    net = MatchingNet(linear(8, 8), fce_dim=8, fce_steps=2)
+    opt = optax.adam(3e-2)
+    params = net.init(jax.random.key(0))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, key):
+        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
+        grads, _ = net.batch_meta_grad(params, tasks, jax.random.split(key, 16), 0)
+        updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state
+
+    @jax.jit
+    def accuracy(params):
+        keys = jax.random.split(jax.random.key(99), 200)
+        tasks = jax.vmap(noise_episode)(keys)
+        return jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
+            tasks, keys
+        ).mean()
+
+    before = float(accuracy(params))
+    for i in range(150):
+        params, state = step(params, state, jax.random.key(i))
+    after = float(accuracy(params))
+    assert after > before + 0.15 and after > 0.75, (before, after)
+
+
+def test_fce_is_a_config_setting():
+    from metajax.config import override
+
+    config = override(get_config("omniglot-minimal-matchingnet"), ["fce=true", "fce_steps=2"])
+    assert config.learner.fce and config.learner.fce_steps == 2
