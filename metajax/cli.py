@@ -16,8 +16,9 @@ from metajax import config as config_lib
 from metajax.algorithms.neural_process import NeuralProcess
 from metajax.errors import UserError
 from metajax.files import dumps, write_atomic
+from metajax.tasks.completion import ImageCompletion
 from metajax.training.evaluate import evaluate
-from metajax.training.plots import plot_process, plot_regression_adaptation
+from metajax.training.plots import plot_completion, plot_process, plot_regression_adaptation
 from metajax.training.trainer import (
     NonFiniteLossError,
     load_state,
@@ -146,7 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                   "eval_tasks": trainer.eval_tasks, "metrics": metrics}  # fmt: skip
         write_atomic(workdir / "results.json", dumps(record, indent=1) + "\n")
         plot = None
-        if isinstance(experiment.learner, NeuralProcess):
+        if isinstance(experiment.test_tasks, ImageCompletion):
+            plot = workdir / "completion.png"
+            plot_completion(experiment.learner, experiment.test_tasks, state.params, plot)
+        elif isinstance(experiment.learner, NeuralProcess):
             if hasattr(experiment.test_tasks, "x_range"):
                 plot = workdir / "predictions.png"
                 plot_process(experiment.learner, experiment.test_tasks, state.params, plot)

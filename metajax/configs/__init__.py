@@ -4,4 +4,4 @@ Each module composes a benchmark, a learner and a trainer: `sinusoid` (Finn et a
 regression), `gp` (the Neural Process family's Gaussian-process functions), `omniglot` and `images` (few-shot classification on `fewshot`'s benchmark).
 """
 
-from metajax.configs import gp, images, omniglot, sinusoid  # noqa: F401  (they register)
+from metajax.configs import completion, gp, images, omniglot, sinusoid  # noqa: F401  (they register)

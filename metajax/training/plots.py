@@ -122,3 +122,77 @@ def plot_process(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_completion(
+    learner: MetaLearner,
+    tasks: TaskDistribution,
+    params: Params,
+    path: str | os.PathLike,
+    *,
+    num_images: int = 6,
+    context_sizes: tuple[int, ...] = (10, 50, 200),
+    seed: int = 0,
+) -> None:
+    """For ``num_images`` held-out images (one row each): for each context size, the context
+    pixels (the rest blue) and the predicted mean image, then the original image. Needs an
+    `metajax.tasks.ImageCompletion` distribution.
+
+    Args:
+      learner: a Neural Process on pixel coordinates.
+      tasks: the test `metajax.tasks.ImageCompletion`.
+      params: the meta-parameters.
+      path: the PNG to write.
+      num_images: rows.
+      context_sizes: context pixels of each pair of columns.
+      seed: picks the images.
+    """
+    from metajax.algorithms.neural_process import first_points, join
+    from metajax.tasks.completion import pixel_coordinates
+
+    h, w, _ = tasks.image_shape
+    grid = pixel_coordinates(h, w)
+    batch = sample_tasks(tasks, jax.random.key(seed), num_images)
+
+    @jax.jit
+    def complete(task):
+        points = join(task.support, task.query)
+        shown, means = [], []
+        for n in context_sizes:
+            context, _ = first_points(points, n)
+            shown.append(context)
+            means.append(learner.predict(learner.adapt(params, context), grid).mean[:, 0])
+        return points, shown, jnp.stack(means)
+
+    points, shown, means = jax.vmap(complete)(batch)
+    cols = 2 * len(context_sizes) + 1
+    fig, axes = plt.subplots(num_images, cols, figsize=(1.3 * cols, 1.3 * num_images),
+                             squeeze=False)  # fmt: skip
+    for i in range(num_images):
+        original = jnp.zeros(h * w)
+        real = points.weights()[i] > 0
+        rows = jnp.round((points.x[i, :, 0] + 1) / 2 * (h - 1)).astype(int)
+        cols_ = jnp.round((points.x[i, :, 1] + 1) / 2 * (w - 1)).astype(int)
+        original = original.at[jnp.where(real, rows * w + cols_, h * w)].set(
+            points.y[i, :, 0], mode="drop"
+        )
+        for j, n in enumerate(context_sizes):
+            mask = shown[j].weights()[i] > 0
+            where = jnp.where(mask, rows * w + cols_, h * w)
+            # Unobserved pixels in blue, observed ones in grey levels.
+            partial = jnp.tile(jnp.array([0.25, 0.35, 0.7]), (h * w, 1))
+            partial = partial.at[where].set(points.y[i, :, :1].repeat(3, -1), mode="drop")
+            axes[i, 2 * j].imshow(jnp.clip(partial.reshape(h, w, 3), 0, 1))
+            axes[i, 2 * j + 1].imshow(means[i, j].reshape(h, w), cmap="gray", vmin=0, vmax=1)
+            if i == 0:
+                axes[i, 2 * j].set_title(f"{n} pixels", fontsize=8)
+                axes[i, 2 * j + 1].set_title("mean", fontsize=8)
+        axes[i, -1].imshow(original.reshape(h, w), cmap="gray", vmin=0, vmax=1)
+        if i == 0:
+            axes[i, -1].set_title("original", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
