@@ -1,0 +1,103 @@
+"""Training speed of the Neural Process family: metajax's CNP and ANP on the Gaussian-process
+task (configs ``gp-cnp``, ``gp-anp``: width 128, latent 128, 8 heads, meta-batch 16, 50
+points) against the same models in PyTorch (`benchmarks.np_torch`, run in ``.venv-bench``).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.np_speed
+
+Both sample a fresh batch of GP functions every step (metajax on the device, inside the
+compiled step). metajax runs ``steps_per_dispatch`` steps per compiled call (the trainer's
+default of 100, and 1). Reports meta-steps/s (median of ``--repeats`` rounds), the ratio,
+metajax's compile time (the first call less the steps it ran) and PyTorch's first step, and
+the load average before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from metajax.config import get_config
+from metajax.training.trainer import init_state, make_meta_step, make_train_fn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure_metajax(config: str, per_dispatch: int, steps: int, repeats: int) -> dict:
+    experiment = get_config(config).build()
+    state = init_state(experiment.learner, experiment.optimizer, seed=0)
+    run = make_train_fn(make_meta_step(experiment.learner, experiment.train_tasks, 16))
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(run(state, per_dispatch)[0])
+    first = time.perf_counter() - t0
+    dispatches = max(steps // per_dispatch, 1)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(dispatches):
+            state = run(state, per_dispatch)[0]
+        jax.block_until_ready(state)
+        rates.append(dispatches * per_dispatch / (time.perf_counter() - t0))
+    rate = statistics.median(rates)
+    return {"impl": "metajax", "model": config.split("-")[1], "steps_per_dispatch": per_dispatch,
+            "steps_per_s": rate, "steps_per_s_min": min(rates), "steps_per_s_max": max(rates),
+            "compile_s": max(first - per_dispatch / rate, 0.0)}  # fmt: skip
+
+
+def measure_torch(model: str, steps: int, repeats: int) -> dict | None:
+    python = ROOT / ".venv-bench" / "bin" / "python"
+    if not python.exists():
+        print("np_speed: .venv-bench is missing (bash benchmarks/setup_peers.sh); no PyTorch row",
+              file=sys.stderr)  # fmt: skip
+        return None
+    out = subprocess.run([str(python), str(ROOT / "benchmarks" / "np_torch.py"), model,
+                          str(steps), str(repeats)], capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    steps = {"cnp": 400, "anp": 60}
+    rows = []
+    for model in ("cnp", "anp"):
+        torch_row = measure_torch(model, steps[model], args.repeats)
+        for k in (100, 1):
+            rows.append(measure_metajax(f"gp-{model}", k, steps[model] if k > 1 else
+                                        steps[model] // 4, args.repeats))  # fmt: skip
+        if torch_row:
+            rows.append(torch_row)
+    if args.json:
+        for row in rows:
+            print(json.dumps({**row, "load_avg_1m": load[0]}))
+        return
+    print(f"NP training on GP tasks, meta-batch 16, 50 points; jax {jax.__version__} on "
+          f"{jax.devices()[0].platform}, {os.cpu_count()} cores; load average before: "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    print(f"{'model':<6} {'impl':<10} {'steps/dispatch':>14} {'steps/s (min-max)':>22} "
+          f"{'compile or 1st step s':>22}")  # fmt: skip
+    for r in rows:
+        spread = f"{r['steps_per_s']:.1f} ({r['steps_per_s_min']:.1f}-{r['steps_per_s_max']:.1f})"
+        first = r.get("compile_s", r.get("first_step_s", 0.0))
+        print(f"{r['model']:<6} {r['impl']:<10} {r.get('steps_per_dispatch', 1):>14} "
+              f"{spread:>22} {first:>22.2f}")  # fmt: skip
+    for model in ("cnp", "anp"):
+        by = {(r["impl"], r.get("steps_per_dispatch", 1)): r["steps_per_s"] for r in rows
+              if r["model"] == model}  # fmt: skip
+        if ("pytorch", 1) in by:
+            print(f"{model}: metajax / PyTorch = {by['metajax', 100] / by['pytorch', 1]:.2f}x "
+                  f"(100 steps a dispatch), {by['metajax', 1] / by['pytorch', 1]:.2f}x (1)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
