@@ -9,16 +9,24 @@ one compiled XLA program. Every learner follows one protocol (`MetaLearner`): ``
 from metajax import losses
 from metajax.algorithms import (
     ANIL,
+    ANP,
+    CNP,
     IMAML,
+    LEO,
     MAML,
+    ConvCNP,
     FastWeights,
     GradientLearner,
+    HyperNet,
+    LatentNP,
     MAMLPlusPlus,
     MatchingNet,
     MetaSGD,
+    NeuralProcess,
     Pretrained,
     ProtoNet,
     Prototypes,
+    RelationNet,
     Reptile,
     fomaml,
 )
@@ -51,7 +59,7 @@ from metajax.core.learner import MetaLearner, Metric, TrainState, apply_meta_gra
 from metajax.datasets.images import ClassImages
 from metajax.errors import InputError, StorageError, UserError
 from metajax.models import MLP, Conv4, ResNet12, ffi_conv, resolve_conv
-from metajax.tasks import Episodes, Sinusoid
+from metajax.tasks import Episodes, GaussianProcess, ImageCompletion, Sinusoid
 from metajax.trained import TrainedLearner, load
 from metajax.training import (
     NonFiniteLossError,
@@ -69,6 +77,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "ANP",
+    "CNP",
+    "ConvCNP",
+    "GaussianProcess",
+    "HyperNet",
+    "ImageCompletion",
+    "LEO",
+    "LatentNP",
+    "NeuralProcess",
+    "RelationNet",
     "IMAML",
     "MAML",
     "MLP",

@@ -58,3 +58,22 @@ def test_fewshot_omniglot_executes(tmp_path, monkeypatch):
     assert "raw logits shape: (5, 5)" in text
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images == 2, "the episode grid and the predictions should render"
+
+
+@pytest.mark.slow
+def test_neural_processes_executes(monkeypatch):
+    monkeypatch.setenv("METAJAX_NP_STEPS", "200")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    path = NOTEBOOK.parent / "neural_processes.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    text = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "CNP: mean log-likelihood" in text and "ConvCNP: mean log-likelihood" in text
+    assert "context_log_likelihood" in text and "log_likelihood_context_40" in text
+    assert "function samples: (8, 300, 1)" in text
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert images == 3, "the tasks, the predictions and the function samples should render"
