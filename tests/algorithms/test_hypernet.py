@@ -107,6 +107,7 @@ def test_leo_meta_gradient_through_the_latent_steps_matches_float64_finite_diffe
         grads, _ = net.meta_grad(params, task, jax.random.key(0))
         flat, unravel = jax.flatten_util.ravel_pytree(params)
 
+        @jax.jit  # one compiled call per perturbation, not an op-by-op trace
         def loss(v):
             return net.meta_loss(unravel(v), task, jax.random.key(0))[0]
 

@@ -173,6 +173,7 @@ def test_fce_meta_gradient_matches_float64_finite_differences_and_it_learns():
         analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
         picks = np.random.default_rng(0).choice(flat.size, 40, replace=False)
 
+        @jax.jit  # one compiled call per perturbation, not an op-by-op trace
         def loss(v):
             return net.meta_loss(unravel(v), task, jax.random.key(3))[0]
 

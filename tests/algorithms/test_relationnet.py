@@ -87,6 +87,7 @@ def test_meta_gradient_matches_float64_finite_differences():
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         g = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
 
+        @jax.jit  # one compiled call per perturbation, not an op-by-op trace
         def loss(v):
             return net.meta_loss(unravel(v), task, jax.random.key(0))[0]
 
