@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax import losses
 from metajax.core.functional import Model, mixed_precision
 from metajax.core.inner import InnerLoop
 from metajax.core.learner import MetaLearner, Metric
@@ -112,6 +113,19 @@ class BuildEnv:
                 f"Config {self.config}: {algorithm} needs flat features; got {shape}."
             )
         return shape[1]
+
+
+def function_env(name: str, x_dim: int, y_dim: int, x_range: tuple[float, float],
+                 needs: str) -> BuildEnv:  # fmt: skip
+    """The `BuildEnv` of a benchmark of functions, which has no fixed network: a learner that
+    asks for one gets an error naming ``needs`` (the learners that fit)."""
+
+    def fail():
+        raise ConfigError(f"Config {name}: these tasks have no fixed network; use {needs}.")
+
+    return BuildEnv(network=fail, features=fail, body_and_head=fail, loss=losses.mse,
+                    metric=losses.MSE, unroll=False, task_chunk=None, config=name,
+                    x_dim=x_dim, y_dim=y_dim, x_range=x_range)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

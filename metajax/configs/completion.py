@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from metajax import losses
 from metajax.config import (
     Benchmark,
     BuildEnv,
@@ -21,19 +20,12 @@ from metajax.config import (
     LearnerConfig,
     TrainerConfig,
     algorithm_config,
+    function_env,
     register_config,
 )
 from metajax.datasets import omniglot
 from metajax.datasets.download import data_dir
 from metajax.tasks.completion import ImageCompletion
-
-
-def _no_network(name: str):
-    def fail():
-        raise ConfigError(f"Config {name}: image completion needs a Neural Process learner "
-                          "(algorithm=cnp, np or anp).")  # fmt: skip
-
-    return fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +76,7 @@ class CompletionBenchmark(Benchmark):
 
     def env(self, learner: LearnerConfig, trainer: TrainerConfig, name: str) -> BuildEnv:
         del learner, trainer
-        fail = _no_network(name)
-        return BuildEnv(network=fail, features=fail, body_and_head=fail, loss=losses.mse,
-                        metric=losses.MSE, unroll=False, task_chunk=None, config=name,
-                        x_dim=2, y_dim=1, x_range=(-1.0, 1.0))  # fmt: skip
+        return function_env(name, 2, 1, (-1.0, 1.0), "a Neural Process learner (cnp, np or anp)")
 
 
 COMPLETION_STEPS = {"cnp": 10_000, "anp": 3_000}

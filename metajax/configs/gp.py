@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from metajax import losses
 from metajax.config import (
     Benchmark,
     BuildEnv,
@@ -23,19 +22,10 @@ from metajax.config import (
     LearnerConfig,
     TrainerConfig,
     algorithm_config,
+    function_env,
     register_config,
 )
 from metajax.tasks.gp import KERNELS, GaussianProcess
-
-
-def _no_network(name: str):
-    def fail():
-        raise ConfigError(
-            f"Config {name}: Gaussian-process tasks have no fixed network; use a Neural "
-            "Process learner (algorithm=cnp, np, anp or convcnp)."
-        )
-
-    return fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +77,9 @@ class GPBenchmark(Benchmark):
 
     def env(self, learner: LearnerConfig, trainer: TrainerConfig, name: str) -> BuildEnv:
         del learner, trainer
-        fail = _no_network(name)
-        return BuildEnv(network=fail, features=fail, body_and_head=fail, loss=losses.mse,
-                        metric=losses.MSE, unroll=False, task_chunk=None, config=name,
-                        x_dim=1, y_dim=1, x_range=(-2.0, 2.0))  # fmt: skip
+        return function_env(
+            name, 1, 1, (-2.0, 2.0), "a Neural Process learner (algorithm=cnp, np, anp or convcnp)"
+        )
 
 
 # Meta-steps of each model, sized from its step time on a 2-core CPU (RESULTS.md).

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _metric_tasks import linear, noise_episode
+from _metric_tasks import accuracy_before_and_after_training, linear
 
 from metajax import Task
 from metajax.algorithms.hypernet import HyperNet
@@ -125,27 +125,5 @@ def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered(name)
         net = HyperNet(linear(8, 8), feature_dim=8, film=True)
     else:
         net = LEO(linear(8, 8), 8, 4, InnerLoop(optax.sgd(0.5), 2))
-    opt = optax.adam(3e-2)
-    params = net.init(jax.random.key(0))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
-        grads, _ = net.batch_meta_grad(params, tasks, jax.random.split(key, 16), 0)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    @jax.jit
-    def accuracy(params):
-        keys = jax.random.split(jax.random.key(99), 200)
-        tasks = jax.vmap(noise_episode)(keys)
-        return jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
-            tasks, keys
-        ).mean()
-
-    before = float(accuracy(params))
-    for i in range(150):
-        params, state = step(params, state, jax.random.key(i))
-    after = float(accuracy(params))
+    before, after = accuracy_before_and_after_training(net)
     assert after > before + 0.15 and after > 0.75, (before, after)

@@ -4,9 +4,8 @@ meta-gradient against float64 finite differences, and learning."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from _metric_tasks import linear, noise_episode
+from _metric_tasks import accuracy_before_and_after_training, linear
 
 from metajax import Task, from_function
 from metajax.algorithms.matchingnet import MatchingNet
@@ -88,29 +87,7 @@ def test_meta_gradient_matches_float64_finite_differences():
 def test_it_learns_to_ignore_noise_dimensions_and_its_config_is_registered():
     config = get_config("omniglot-minimal-matchingnet")
     assert config.algorithm == "matchingnet" and config.learner.scale_init == 10.0
-    net = MatchingNet(linear(8, 8))
-    opt = optax.adam(3e-2)
-    params = net.init(jax.random.key(0))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
-        keys = jax.random.split(key, 16)
-        grads, metrics = net.batch_meta_grad(params, tasks, keys, 0)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, metrics
-
-    def accuracy(params):
-        keys = jax.random.split(jax.random.key(99), 200)
-        tasks = jax.vmap(noise_episode)(keys)
-        return float(jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
-            tasks, keys).mean())  # fmt: skip
-
-    before = accuracy(params)
-    for i in range(150):
-        params, state, _ = step(params, state, jax.random.key(i))
-    after = accuracy(params)
+    before, after = accuracy_before_and_after_training(MatchingNet(linear(8, 8)))
     assert after > before + 0.15 and after > 0.75, (before, after)
 
 
@@ -184,29 +161,7 @@ def test_fce_meta_gradient_matches_float64_finite_differences_and_it_learns():
         assert np.abs(np.asarray(jax.flatten_util.ravel_pytree(grads["fce"])[0])).max() > 1e-4
 
     net = MatchingNet(linear(8, 8), fce_dim=8, fce_steps=2)
-    opt = optax.adam(3e-2)
-    params = net.init(jax.random.key(0))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        tasks = jax.vmap(noise_episode)(jax.random.split(key, 16))
-        grads, _ = net.batch_meta_grad(params, tasks, jax.random.split(key, 16), 0)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    @jax.jit
-    def accuracy(params):
-        keys = jax.random.split(jax.random.key(99), 200)
-        tasks = jax.vmap(noise_episode)(keys)
-        return jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
-            tasks, keys
-        ).mean()
-
-    before = float(accuracy(params))
-    for i in range(150):
-        params, state = step(params, state, jax.random.key(i))
-    after = float(accuracy(params))
+    before, after = accuracy_before_and_after_training(net)
     assert after > before + 0.15 and after > 0.75, (before, after)
 
 
