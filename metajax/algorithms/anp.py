@@ -19,7 +19,6 @@ import dataclasses
 
 import chex
 import jax
-import jax.numpy as jnp
 
 from metajax.algorithms.neural_process import (
     Conditioned,
@@ -98,9 +97,7 @@ class ANP(NeuralProcess):
     def decode(self, adapted: Conditioned, x: chex.Array, z: chex.Array | None) -> Gaussian:
         c = adapted.context
         r = self.encoder.apply(adapted.params["encoder"], x, c.x, c.y, c.mask)
-        if z is not None:
-            r = jnp.concatenate([r, jnp.broadcast_to(z, (x.shape[0], z.shape[-1]))], -1)
-        return self.decoder.apply(adapted.params["decoder"], r, x)
+        return self.decoder.apply(adapted.params["decoder"], r, x, z)
 
 
 @register_algorithm("anp")

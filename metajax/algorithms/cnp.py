@@ -18,7 +18,6 @@ import dataclasses
 
 import chex
 import jax
-import jax.numpy as jnp
 
 from metajax.algorithms.neural_process import Conditioned, NeuralProcess, ProcessConfig
 from metajax.config import BuildEnv, register_algorithm
@@ -66,8 +65,7 @@ class CNP(NeuralProcess):
         return self.encoder.apply(params["encoder"], context.x, context.y, context.mask)
 
     def decode(self, adapted: Conditioned, x: chex.Array, z: chex.Array | None) -> Gaussian:
-        r = adapted.representation if z is None else jnp.concatenate([adapted.representation, z])
-        return self.decoder.apply(adapted.params["decoder"], r, x)
+        return self.decoder.apply(adapted.params["decoder"], adapted.representation, x, z)
 
 
 @register_algorithm("cnp")

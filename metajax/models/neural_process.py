@@ -222,6 +222,11 @@ class GaussianDecoder(nnx.Module):
     """``p(y | representation, x)``: an MLP of ``[representation, x]`` to a `Gaussian` with
     a bounded scale (`bounded_gaussian`).
 
+    The first layer is applied by parts, the same as on the concatenation: ``W [r; x] + b =
+    W_r r + W_x x + b``. A part that is the same for every target (CNP's ``r``, a latent
+    ``z``) is multiplied once per task instead of once per target, which removes most of the
+    first layer's work (its ``x`` part is ``x_dim`` wide).
+
     Args:
       x_dim, representation_dim, y_dim: widths.
       width: hidden width; depth: linear layers.
@@ -234,11 +239,28 @@ class GaussianDecoder(nnx.Module):
         self.min_scale = min_scale
         self.mlp = _mlp(x_dim + representation_dim, width, depth, 2 * y_dim, rngs)
 
-    def __call__(self, representation: chex.Array, x: chex.Array) -> Gaussian:
-        if representation.ndim == 1:
-            representation = jnp.broadcast_to(representation, (x.shape[0], representation.size))
-        raw = self.mlp(jnp.concatenate([representation, x], -1))
-        return bounded_gaussian(raw, self.min_scale)
+    def __call__(self, representation: chex.Array, x: chex.Array,
+                 shared: chex.Array | None = None) -> Gaussian:  # fmt: skip
+        """``representation``: ``[d]`` for the task or ``[targets, d]``; ``shared``: a
+        further ``[d']`` vector for the task (the input is ``[representation, shared, x]``)."""
+        layers = [*self.mlp.hidden, self.mlp.out]
+        first = layers[0]
+        kernel = first.kernel[...]
+        per_task = first.bias[...]
+        per_target = x @ kernel[kernel.shape[0] - x.shape[-1] :]
+        parts = [representation] + ([] if shared is None else [shared])
+        row = 0
+        for part in parts:
+            term = part @ kernel[row : row + part.shape[-1]]
+            row += part.shape[-1]
+            if part.ndim == 1:
+                per_task = per_task + term
+            else:
+                per_target = per_target + term
+        h = per_target + per_task
+        for layer in layers[1:]:
+            h = layer(jax.nn.relu(h))
+        return bounded_gaussian(h, self.min_scale)
 
 
 # ---- ConvCNP -----------------------------------------------------------------------------------
