@@ -187,7 +187,10 @@ def test_a_real_full_disk_stops_cleanly_and_the_run_resumes_elsewhere(
         assert per_checkpoint > 0
         shutil.rmtree(disk / "probe")
         size = one_checkpoint + int(1.5 * per_checkpoint)
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+        resized = subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)],
+                                 capture_output=True)  # fmt: skip
+        if resized.returncode:
+            pytest.skip(f"resizing the tmpfs is not permitted here: {resized.stderr!r}")
         capsys.readouterr()
 
         argv[3], argv[steps] = str(disk / "run"), "steps=16"
