@@ -5,8 +5,8 @@ invariance, float64 finite differences, and learning on synthetic images."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from _metric_tasks import accuracy_before_and_after_training
 from flax import nnx
 
 from metajax import Task
@@ -102,27 +102,7 @@ def test_meta_gradient_matches_float64_finite_differences():
 def test_it_learns_and_its_config_is_registered():
     config = get_config("omniglot-minimal-relationnet")
     assert config.algorithm == "relationnet" and config.train_way == 20
-    net, params = _net()
-    opt = optax.adam(1e-2)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        tasks = jax.vmap(_episode)(jax.random.split(key, 4))
-        grads, _ = net.batch_meta_grad(params, tasks, jax.random.split(key, 4), 0)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    @jax.jit
-    def accuracy(params):
-        keys = jax.random.split(jax.random.key(99), 100)
-        tasks = jax.vmap(_episode)(keys)
-        return jax.vmap(lambda t, k: net.evaluate_task(params, t, k)["accuracy"])(
-            tasks, keys
-        ).mean()
-
-    before = float(accuracy(params))
-    for i in range(90):
-        params, state = step(params, state, jax.random.key(i))
-    after = float(accuracy(params))
+    net, _ = _net()
+    before, after = accuracy_before_and_after_training(net, steps=90, lr=1e-2, meta_batch=4,
+                                                       episode=_episode, eval_episodes=100)  # fmt: skip
     assert after > before + 0.25 and after > 0.7, (before, after)
