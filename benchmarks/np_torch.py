@@ -130,15 +130,15 @@ class ANP(nn.Module):
 
 
 def sample_batch():
-    """metajax.tasks.GaussianProcess's EQ sampler; the points twice with complementary masks,
-    and their union, as metajax's GP tasks and its training objective see them."""
+    """metajax.tasks.GaussianProcess's EQ sampler: the context (the first n points, masked
+    past n) and all 50 points, the set the training objective scores (as metajax's GP tasks,
+    whose context and targets share their points, and the ANP reference code lay them out)."""
     x = torch.rand(BATCH, POINTS, 1) * 4 - 2
     cov = torch.exp(-0.5 * ((x - x.transpose(1, 2)) / LENGTH) ** 2) + NOISE**2 * torch.eye(POINTS)
     y = torch.linalg.cholesky(cov) @ torch.randn(BATCH, POINTS, 1)
     n = torch.randint(3, 47, (BATCH, 1))
     context = torch.arange(POINTS)[None] < n
-    union = (torch.cat([x, x], 1), torch.cat([y, y], 1), torch.cat([context, ~context], 1))
-    return (x, y, context), union
+    return (x, y, context), (x, y, torch.ones_like(context))
 
 
 def main():

@@ -42,7 +42,7 @@ from flax import struct
 
 from metajax.config import BuildEnv, ConfigError, LearnerConfig
 from metajax.core.learner import MetaLearner, Metrics
-from metajax.core.types import Params, Split, Task
+from metajax.core.types import Params, Split, Task, join
 from metajax.models.neural_process import Gaussian
 
 
@@ -63,23 +63,6 @@ class Conditioned:
     context: Split
     representation: Any
     latent: Gaussian | None
-
-
-def join(a: Split, b: Split) -> Split:
-    """The union of two sets, masks included.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> s = join(Split(jnp.zeros((2, 1)), jnp.zeros((2, 1))),
-      ...          Split(jnp.ones((3, 1)), jnp.ones((3, 1)), jnp.array([True, False, True])))
-      >>> s.mask.tolist()
-      [True, True, True, False, True]
-    """
-    return Split(
-        jnp.concatenate([a.x, b.x]),
-        jnp.concatenate([a.y, b.y]),
-        jnp.concatenate([a.weights(), b.weights()]) > 0,
-    )
 
 
 def first_points(points: Split, n: int) -> tuple[Split, Split]:
@@ -150,7 +133,7 @@ class NeuralProcess(MetaLearner):
         self, params: Params, task: Task, key: chex.PRNGKey
     ) -> tuple[chex.Array, Metrics]:
         adapted = self.adapt(params, task.support)
-        points = join(task.support, task.query)
+        points = task.points()
         if adapted.latent is None:
             ll = weighted_mean(self.decode(adapted, points.x, None).log_prob(points.y), points)
             return -ll, {"meta_loss": -ll, "log_likelihood": ll}
@@ -171,13 +154,15 @@ class NeuralProcess(MetaLearner):
         ll = jax.vmap(lambda z: self.decode(adapted, targets.x, z).log_prob(targets.y))(zs)
         return jax.nn.logsumexp(ll, 0) - jnp.log(self.eval_samples)
 
-    def bounds(self, params: Params, context: Split, targets: Split,
-               key: chex.PRNGKey) -> dict[str, chex.Array]:  # fmt: skip
+    def bounds(self, params: Params, context: Split, targets: Split, key: chex.PRNGKey,
+               union: Split | None = None) -> dict[str, chex.Array]:  # fmt: skip
         """A latent model's ``elbo`` and ``iw_log_likelihood`` per target point (module
         docstring): the same ``K`` draws from ``q(z | C u T)`` make the ELBO their mean log
-        weight and the importance-weighted bound their log mean weight."""
+        weight and the importance-weighted bound their log mean weight. ``union``: ``C u T``
+        where the caller has it in one set (`Task.points`); by default the two joined."""
         adapted = self.adapt(params, context)
-        posterior = self.latent_distribution(params, join(context, targets))
+        union = join(context, targets) if union is None else union
+        posterior = self.latent_distribution(params, union)
         zs = posterior.sample(key, self.eval_samples)
         w = targets.weights()
 
@@ -202,9 +187,9 @@ class NeuralProcess(MetaLearner):
                 self.point_log_likelihood(adapted, task.support, k_context), task.support),
             "mse": weighted_mean(jnp.sum((mean - task.query.y) ** 2, -1), task.query),
         }  # fmt: skip
+        points = task.points()
         if adapted.latent is not None:
-            metrics.update(self.bounds(params, task.support, task.query, k_bounds))
-        points = join(task.support, task.query)
+            metrics.update(self.bounds(params, task.support, task.query, k_bounds, points))
         for n, k in zip(self.eval_context_sizes,
                         jax.random.split(k_sizes, len(self.eval_context_sizes)), strict=True):  # fmt: skip
             context, targets = first_points(points, n)

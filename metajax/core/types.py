@@ -45,17 +45,58 @@ class Split:
         return self.x.shape[0]
 
 
+def join(a: Split, b: Split) -> Split:
+    """The union of two sets, masks included.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> s = join(Split(jnp.zeros((2, 1)), jnp.zeros((2, 1))),
+      ...          Split(jnp.ones((3, 1)), jnp.ones((3, 1)), jnp.array([True, False, True])))
+      >>> s.mask.tolist()
+      [True, True, True, False, True]
+    """
+    return Split(
+        jnp.concatenate([a.x, b.x]),
+        jnp.concatenate([a.y, b.y]),
+        jnp.concatenate([a.weights(), b.weights()]) > 0,
+    )
+
+
 @struct.dataclass
 class Task:
     """One task: a support split to adapt on, a query split to evaluate on.
 
-    ``info`` holds any per-task metadata (for the sinusoid: amplitude and phase), as arrays so
-    that a batch of tasks stays a pytree with a leading task axis.
+    Attributes:
+      support: the examples to adapt on (a Neural Process's context).
+      query: the examples to evaluate on (its targets).
+      info: per-task metadata (for the sinusoid: amplitude and phase), as arrays so that a
+        batch of tasks stays a pytree with a leading task axis.
+      shared_points: static; ``True`` when ``support`` and ``query`` hold the *same* points
+        (the same ``x`` and ``y``) under disjoint masks, as a Gaussian-process function's
+        context and targets do. Learners that score all of a task's points then read the
+        points once (`Task.points`) instead of a doubled, half-masked set.
     """
 
     support: Split
     query: Split
     info: Mapping[str, chex.Array] = struct.field(default_factory=dict)
+    shared_points: bool = struct.field(pytree_node=False, default=False)
+
+    def points(self) -> Split:
+        """All of the task's examples, support and query, as one masked `Split`.
+
+        Example:
+          >>> import jax.numpy as jnp
+          >>> x, inside = jnp.zeros((4, 1)), jnp.array([True, True, False, False])
+          >>> Task(Split(x, x, inside), Split(x, x, ~inside), shared_points=True).points().x.shape
+          (4, 1)
+          >>> Task(Split(x, x, inside), Split(x, x, ~inside)).points().x.shape
+          (8, 1)
+        """
+        s, q = self.support, self.query
+        if self.shared_points:
+            return Split(s.x, s.y, (s.weights() + q.weights()) > 0)
+        return join(s, q)
 
 
 @runtime_checkable

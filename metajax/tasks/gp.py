@@ -115,4 +115,5 @@ class GaussianProcess:
                 "scale": scale,
                 "period": period,
             },  # fmt: skip
+            shared_points=True,
         )

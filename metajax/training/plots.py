@@ -147,7 +147,7 @@ def plot_completion(
       context_sizes: context pixels of each pair of columns.
       seed: picks the images.
     """
-    from metajax.algorithms.neural_process import first_points, join
+    from metajax.algorithms.neural_process import first_points
     from metajax.tasks.completion import pixel_coordinates
 
     h, w, _ = tasks.image_shape
@@ -156,7 +156,7 @@ def plot_completion(
 
     @jax.jit
     def complete(task):
-        points = join(task.support, task.query)
+        points = task.points()
         shown, means = [], []
         for n in context_sizes:
             context, _ = first_points(points, n)

@@ -2,6 +2,8 @@
 equivariance, masks that equal removing the padded rows, the latent NP's bounds, float64
 finite differences, and the test metrics."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -202,6 +204,29 @@ def test_training_task_loss_covers_context_and_targets():
     loss, _ = model.meta_loss(params, task, jax.random.key(2))
     prediction = model.predict(model.adapt(params, task.support), task.query.x)
     assert float(loss) == pytest.approx(-float(prediction.log_prob(task.query.y).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_shared_points_task_scores_as_its_joined_layout(name):
+    """A Gaussian-process task's context and targets are two masks over the same 50 points
+    (``shared_points``), which the models read once. Loss, gradient and test metrics must be
+    those of the general layout, where the two sets are concatenated into 100 masked rows."""
+    model = MODELS[name]()
+    model = dataclasses.replace(model, eval_context_sizes=(5,), eval_samples=4)
+    params = model.init(jax.random.key(0))
+    shared = GaussianProcess(num_points=20, max_context=17).sample(jax.random.key(1))
+    assert shared.shared_points and shared.points().x.shape == (20, 1)
+    joined = dataclasses.replace(shared, shared_points=False)
+    assert joined.points().x.shape == (40, 1)
+
+    def loss(p, task):
+        return model.meta_loss(p, task, jax.random.key(2))[0]
+
+    for a, b in [(jax.jit(jax.value_and_grad(loss))(params, shared),
+                  jax.jit(jax.value_and_grad(loss))(params, joined)),
+                 (model.evaluate_task(params, shared, jax.random.key(3)),
+                  model.evaluate_task(params, joined, jax.random.key(3)))]:  # fmt: skip
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5), a, b)
 
 
 def test_a_plain_regression_task_is_a_context_and_its_targets():
