@@ -2,13 +2,15 @@
 task (configs ``gp-cnp``, ``gp-anp``: width 128, latent 128, 8 heads, meta-batch 16, 50
 points) against the same models in PyTorch (`benchmarks.np_torch`, run in ``.venv-bench``).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.np_speed
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.np_speed [--parts]
 
 Both sample a fresh batch of GP functions every step (metajax on the device, inside the
 compiled step). metajax runs ``steps_per_dispatch`` steps per compiled call (the trainer's
 default of 100, and 1). Reports meta-steps/s (median of ``--repeats`` rounds), the ratio,
 metajax's compile time (the first call less the steps it ran) and PyTorch's first step, and
-the load average before the run.
+the load average before the run. ``--parts`` adds where the ANP's time goes: its step
+without self-attention (``attention_layers=0``), and one attention block's forward and
+backward pass in each framework.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
-from metajax.config import get_config
+from metajax.config import get_config, override
+from metajax.core.functional import from_nnx
+from metajax.models.neural_process import MultiheadAttention
 from metajax.training.trainer import init_state, make_meta_step, make_train_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure_metajax(config: str, per_dispatch: int, steps: int, repeats: int) -> dict:
-    experiment = get_config(config).build()
+def measure_metajax(config: str, per_dispatch: int, steps: int, repeats: int,
+                    sets: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    experiment = override(get_config(config), list(sets)).build()
     state = init_state(experiment.learner, experiment.optimizer, seed=0)
     run = make_train_fn(make_meta_step(experiment.learner, experiment.train_tasks, 16))
     t0 = time.perf_counter()
@@ -51,6 +57,37 @@ def measure_metajax(config: str, per_dispatch: int, steps: int, repeats: int) ->
             "compile_s": max(first - per_dispatch / rate, 0.0)}  # fmt: skip
 
 
+def block_ms(steps: int, repeats: int) -> float:
+    """Milliseconds of one attention block's forward and backward pass (parameter and input
+    gradients) on 16 sets of 50 rows, half masked; ``steps`` passes run in one compiled
+    scan, as the trainer runs its steps."""
+    block = from_nnx(lambda r: MultiheadAttention(128, 128, 128, 128, 8, rngs=r))
+    params = block.init(jax.random.key(0))
+    h = jax.random.normal(jax.random.key(1), (16, 50, 128))
+    mask = jnp.broadcast_to(jnp.arange(50) < 25, (16, 50))
+
+    def loss(p, h):
+        return jnp.sum(jax.vmap(lambda a, m: block.apply(p, a, a, a, m))(h, mask) ** 2)
+
+    @jax.jit
+    def run(p, h):
+        def body(carry, _):
+            value, (gp, gh) = jax.value_and_grad(loss, argnums=(0, 1))(p, carry)
+            # Every gradient feeds the carry, so none of the backward pass is dead code.
+            touch = sum(jnp.sum(g) for g in jax.tree.leaves(gp))
+            return carry + 1e-6 * gh + 1e-12 * touch, value
+
+        return jax.lax.scan(body, h, None, length=steps)[1]
+
+    jax.block_until_ready(run(params, h))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(params, h))
+        times.append((time.perf_counter() - t0) / steps * 1e3)
+    return statistics.median(times)
+
+
 def measure_torch(model: str, steps: int, repeats: int) -> dict | None:
     python = ROOT / ".venv-bench" / "bin" / "python"
     if not python.exists():
@@ -66,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
+    parser.add_argument("--parts", action="store_true",
+                        help="also the ANP without self-attention and one attention block")  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()
     steps = {"cnp": 400, "anp": 60}
@@ -77,8 +116,20 @@ def main() -> None:
                                         steps[model] // 4, args.repeats))  # fmt: skip
         if torch_row:
             rows.append(torch_row)
+    parts = []
+    if args.parts:
+        no_attention = measure_metajax("gp-anp", 100, steps["anp"], args.repeats,
+                                       ("attention_layers=0",))  # fmt: skip
+        parts.append({"impl": "metajax", "part": "anp step, attention_layers=0",
+                      "steps_per_s": no_attention["steps_per_s"]})  # fmt: skip
+        parts.append(
+            {"impl": "metajax", "part": "attention block", "ms": block_ms(100, args.repeats)}
+        )
+        torch_block = measure_torch("block", 100, args.repeats)
+        if torch_block:
+            parts.append(torch_block)
     if args.json:
-        for row in rows:
+        for row in rows + parts:
             print(json.dumps({**row, "load_avg_1m": load[0]}))
         return
     print(f"NP training on GP tasks, meta-batch 16, 50 points; jax {jax.__version__} on "
@@ -97,6 +148,12 @@ def main() -> None:
         if ("pytorch", 1) in by:
             print(f"{model}: metajax / PyTorch = {by['metajax', 100] / by['pytorch', 1]:.2f}x "
                   f"(100 steps a dispatch), {by['metajax', 1] / by['pytorch', 1]:.2f}x (1)")  # fmt: skip
+    for part in parts:
+        figure = f"{part['ms']:.2f} ms" if "ms" in part else f"{part['steps_per_s']:.1f} steps/s"
+        print(f"part: {part['part']:<30} {part['impl']:<8} {figure}")
+    blocks = {p["impl"]: p["ms"] for p in parts if "ms" in p}
+    if len(blocks) == 2:
+        print(f"attention block: metajax / PyTorch = {blocks['pytorch'] / blocks['metajax']:.2f}x")
 
 
 if __name__ == "__main__":
