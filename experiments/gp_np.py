@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metajax.algorithms.neural_process import first_points, join, weighted_mean  # noqa: E402
+from metajax.algorithms.neural_process import first_points, weighted_mean  # noqa: E402
 from metajax.core.types import Split, sample_tasks  # noqa: E402
 from metajax.tasks.gp import kernel_matrix  # noqa: E402
 from metajax.training.evaluate import evaluate, mean_ci95  # noqa: E402
@@ -66,7 +66,7 @@ def oracle(dist, num_tasks: int, seed: int) -> dict[str, dict[str, float]]:
     @jax.jit
     def one(key):
         task = dist.sample(key)
-        points = join(task.support, task.query)
+        points = task.points()
         out = {
             "log_likelihood": weighted_mean(
                 oracle_point_ll(dist, task.info, task.support, task.query), task.query),
@@ -91,7 +91,7 @@ def all_points(learner, dist, params, num_tasks: int, seed: int) -> dict[str, fl
     @jax.jit
     def one(key):
         task = dist.sample(key)
-        points = join(task.support, task.query)
+        points = task.points()
         adapted = learner.adapt(params, task.support)
         ll = learner.point_log_likelihood(adapted, points, jax.random.fold_in(key, 2))
         return weighted_mean(ll, points)
