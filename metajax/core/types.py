@@ -95,6 +95,12 @@ class Task:
         """
         s, q = self.support, self.query
         if self.shared_points:
+            if s.x.shape != q.x.shape or s.y.shape != q.y.shape:
+                raise ValueError(
+                    "Task.shared_points says support and query hold the same points, but their "
+                    f"shapes differ: x {s.x.shape} and {q.x.shape}, y {s.y.shape} and "
+                    f"{q.y.shape}. Build the task with shared_points=False."
+                )
             return Split(s.x, s.y, (s.weights() + q.weights()) > 0)
         return join(s, q)
 

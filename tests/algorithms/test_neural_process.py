@@ -218,6 +218,10 @@ def test_a_shared_points_task_scores_as_its_joined_layout(name):
     assert shared.shared_points and shared.points().x.shape == (20, 1)
     joined = dataclasses.replace(shared, shared_points=False)
     assert joined.points().x.shape == (40, 1)
+    # A task that claims shared points with splits of other sizes is refused, not misread.
+    uneven = dataclasses.replace(shared, query=jax.tree.map(lambda a: a[:5], shared.query))
+    with pytest.raises(ValueError, match="shapes differ"):
+        uneven.points()
 
     def loss(p, task):
         return model.meta_loss(p, task, jax.random.key(2))[0]
