@@ -46,7 +46,7 @@ def oracle_point_ll(dist, info, context: Split, targets: Split) -> jax.Array:
     k = kernel_matrix(dist.kernel, x, info["length_scale"], info["scale"], info["period"])
     n = context.x.shape[0]
     mc = context.weights()
-    noise = dist.noise**2
+    noise = dist.observation_noise**2
     # Padded context rows: unit variance, no correlation, no data; they drop out exactly.
     kcc = k[:n, :n] * mc[:, None] * mc[None, :] + jnp.diag(noise * mc + (1 - mc))
     ktc = k[n:, :n] * mc[None, :]

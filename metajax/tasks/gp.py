@@ -12,6 +12,11 @@ Kernels, with length ``l`` and scale ``s`` (fixed, or with ``random_hyperparamet
 - ``eq``: ``s^2 exp(-d^2 / (2 l^2))``;
 - ``matern``: Matern-5/2, ``s^2 (1 + sqrt5 d/l + 5 d^2 / (3 l^2)) exp(-sqrt5 d / l)``;
 - ``periodic``: ``s^2 exp(-2 sin^2(pi d / p) / l^2)``, period ``p`` (random: ``U[0.1, 0.5]``).
+
+Noise-free functions (``noise=0``, the Neural-Process-Family benchmarks' data) are drawn with
+a standard deviation of ``MIN_NOISE = 1e-3`` on the diagonal: without it the float32 Cholesky
+of a smooth kernel at 128 close points fails and every value is NaN. ``observation_noise`` is
+the standard deviation actually used, for the sampler and for an exact-GP oracle alike.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 from metajax.core.types import Split, Task
 
 KERNELS = ("eq", "matern", "periodic")
+MIN_NOISE = 1e-3
 
 
 def kernel_matrix(kernel: str, x: chex.Array, length: chex.Array, scale: chex.Array,
@@ -54,7 +60,7 @@ class GaussianProcess:
       scale: the kernel's output scale (likewise).
       period: the periodic kernel's period (random: ``U[0.1, 0.5]``).
       random_hyperparameters: draw length, scale (and period) per function.
-      noise: the observation noise's standard deviation.
+      noise: the observation noise's standard deviation (at least ``MIN_NOISE`` is used).
       num_points: points per function.
       min_context, max_context: the context size is drawn from ``[min_context, max_context)``.
       x_range: the inputs' range.
@@ -91,6 +97,11 @@ class GaussianProcess:
             raise ValueError("GaussianProcess: length_scale, scale and period must be > 0, "
                              "noise >= 0.")  # fmt: skip
 
+    @property
+    def observation_noise(self) -> float:
+        """The noise's standard deviation in the samples: ``max(noise, MIN_NOISE)``."""
+        return max(self.noise, MIN_NOISE)
+
     def sample(self, key: chex.PRNGKey) -> Task:
         k_x, k_y, k_n, k_l, k_s, k_p = jax.random.split(key, 6)
         n = self.num_points
@@ -102,7 +113,8 @@ class GaussianProcess:
             length = jax.random.uniform(k_l, (), minval=0.1, maxval=self.length_scale)
             scale = jax.random.uniform(k_s, (), minval=0.1, maxval=self.scale)
             period = jax.random.uniform(k_p, (), minval=0.1, maxval=0.5)
-        cov = kernel_matrix(self.kernel, x, length, scale, period) + self.noise**2 * jnp.eye(n)
+        noise_var = self.observation_noise**2
+        cov = kernel_matrix(self.kernel, x, length, scale, period) + noise_var * jnp.eye(n)
         y = jnp.linalg.cholesky(cov) @ jax.random.normal(k_y, (n, 1))
         num_context = jax.random.randint(k_n, (), self.min_context, self.max_context)
         context = jnp.arange(n) < num_context

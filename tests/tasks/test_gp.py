@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metajax.core.types import sample_tasks
-from metajax.tasks.gp import GaussianProcess, kernel_matrix
+from metajax.tasks.gp import MIN_NOISE, GaussianProcess, kernel_matrix
 
 
 def test_context_and_targets_split_every_function():
@@ -46,7 +46,7 @@ def test_whitened_values_are_standard_normal(kernel, random_hyperparameters):
     tasks = sample_tasks(dist, jax.random.key(1), 3000)
 
     def whiten(x, y, length, scale, period):
-        cov = kernel_matrix(kernel, x, length, scale, period) + dist.noise**2 * jnp.eye(10)
+        cov = kernel_matrix(kernel, x, length, scale, period) + dist.observation_noise**2 * jnp.eye(10)
         return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(cov), y[:, 0], lower=True)
 
     info = tasks.info
@@ -56,6 +56,18 @@ def test_whitened_values_are_standard_normal(kernel, random_hyperparameters):
     if random_hyperparameters:
         lengths = np.asarray(info["length_scale"])
         assert lengths.min() >= 0.1 and lengths.max() <= 0.6 and lengths.std() > 0.1
+
+
+def test_noise_free_functions_at_many_close_points_are_finite():
+    # The Neural-Process-Family benchmarks' data: EQ length 0.2, 128 points, no noise. A bare
+    # float32 Cholesky of that kernel fails, so the sampler uses MIN_NOISE on the diagonal.
+    dist = GaussianProcess(length_scale=0.2, noise=0.0, num_points=128, min_context=1,
+                           max_context=51)  # fmt: skip
+    assert dist.observation_noise == MIN_NOISE
+    assert GaussianProcess(noise=0.02).observation_noise == 0.02
+    y = np.asarray(sample_tasks(dist, jax.random.key(2), 500).support.y)
+    assert np.isfinite(y).all()
+    assert abs(y.std() - 1) < 0.05
 
 
 def test_bad_settings_are_refused():
