@@ -46,7 +46,8 @@ def test_whitened_values_are_standard_normal(kernel, random_hyperparameters):
     tasks = sample_tasks(dist, jax.random.key(1), 3000)
 
     def whiten(x, y, length, scale, period):
-        cov = kernel_matrix(kernel, x, length, scale, period) + dist.observation_noise**2 * jnp.eye(10)
+        noise_var = dist.observation_noise**2
+        cov = kernel_matrix(kernel, x, length, scale, period) + noise_var * jnp.eye(10)
         return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(cov), y[:, 0], lower=True)
 
     info = tasks.info
