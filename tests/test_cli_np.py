@@ -50,6 +50,23 @@ def test_kernel_is_a_setting(kernel):
     assert train.kernel == kernel and train.random_hyperparameters
 
 
+NPF_SETS = ["length_scale=0.2", "noise=0", "num_points=128", "min_context=1", "max_context=51",
+            "meta_batch_size=32", "outer_lr=1e-3", "log_every=1000"]  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", ["cnp", "np", "anp", "convcnp"])
+def test_npf_configs_are_the_gp_configs_on_the_npf_data(algorithm):
+    # experiments/RESULTS.md records these runs as `gp-ALG --set ...`; the named configs must
+    # be exactly those settings.
+    npf = get_config(f"gp-npf-{algorithm}")
+    steps = npf.trainer.steps
+    by_hand = override(get_config(f"gp-{algorithm}"), NPF_SETS + [f"steps={steps}"])
+    fields = ("benchmark", "learner", "trainer")
+    assert [getattr(npf, f) for f in fields] == [getattr(by_hand, f) for f in fields]
+    tasks = npf.build().train_tasks
+    assert (tasks.length_scale, tasks.num_points, tasks.observation_noise) == (0.2, 128, 1e-3)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -7,6 +7,13 @@ context. ``--set kernel=matern|periodic`` swaps the kernel. The trainer follows 
 2020: meta-batch 16, Adam from 5e-4 with a cosine decay; the step counts are sized for a
 2-core CPU (experiments/RESULTS.md records each run's time).
 
+``gp-npf-{cnp,np,anp,convcnp}`` use the data and trainer of the Neural-Process-Family
+benchmarks (Dubois et al. 2020, github.com/YannDubs/Neural-Process-Family), whose published
+log-likelihoods (CNP 1.30, NP 1.11, ANP 2.00, ConvCNP 2.53) come from them rather than from
+the sampler above: EQ length 0.2, no noise, 128 points, 0-50 of them as the context (here
+1-50: a CNP needs one), every point a target; meta-batch 32, Adam 1e-3 decayed tenfold over
+50 epochs of 50,000 functions (about 70,000 steps; here a cosine decay).
+
 ``sinusoid-cnp`` is a CNP on Finn et al.'s sinusoids (`metajax.configs.sinusoid`).
 """
 
@@ -94,6 +101,20 @@ def gp_config(name: str, algorithm: str, description: str = "") -> Config:
     return Config(name, GPBenchmark(), algorithm_config(algorithm)(), trainer, description)
 
 
+# The Neural-Process-Family benchmarks' sampler and trainer (module docstring).
+NPF_BENCHMARK = GPBenchmark(length_scale=0.2, noise=0.0, num_points=128, min_context=1,
+                            max_context=51)  # fmt: skip
+NPF_STEPS = {"cnp": 70_000, "np": 70_000, "anp": 20_000, "convcnp": 20_000}
+
+
+def npf_config(name: str, algorithm: str, description: str = "") -> Config:
+    """A GP config with the Neural-Process-Family benchmarks' data and trainer."""
+    config = gp_config(name, algorithm, description)
+    trainer = dataclasses.replace(config.trainer, steps=NPF_STEPS[algorithm],
+                                  meta_batch_size=32, outer_lr=1e-3, log_every=1000)  # fmt: skip
+    return dataclasses.replace(config, benchmark=NPF_BENCHMARK, trainer=trainer)
+
+
 _CONFIGS = {
     "gp-cnp": ("cnp", "CNP, Garnelo et al. 2018a, on EQ Gaussian-process functions"),
     "gp-np": ("np", "latent NP, Garnelo et al. 2018b (ELBO), on EQ GP functions"),
@@ -103,3 +124,7 @@ _CONFIGS = {
 
 for _name, (_algorithm, _description) in _CONFIGS.items():
     register_config(_name, lambda n=_name, a=_algorithm, d=_description: gp_config(n, a, d))
+    _npf_name = _name.replace("gp-", "gp-npf-")
+    _npf_description = f"{_description.split(', on ')[0]}, on the Neural-Process-Family GP data"
+    register_config(_npf_name, lambda n=_npf_name, a=_algorithm, d=_npf_description:
+                    npf_config(n, a, d))  # fmt: skip
