@@ -20,6 +20,7 @@ def test_gp_cnp_trains_plots_and_evaluates(tmp_path, capsys):
     assert main(["eval", str(workdir), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
     assert set(metrics) == {"log_likelihood", "context_log_likelihood", "mse",
+                            "all_points_log_likelihood",
                             "log_likelihood_context_3", "log_likelihood_context_10",
                             "log_likelihood_context_20", "log_likelihood_context_40"}  # fmt: skip
     saved = json.loads((workdir / "results.json").read_text())

@@ -23,6 +23,10 @@ Evaluation (`NeuralProcess.evaluate_task`) reports, per point:
 - ``context_log_likelihood``: of the context points themselves (how well the model fits
   what it was shown: the ANP paper's central claim, Kim et al. 2019, Figure 1);
 - ``mse``: of the predictive mean on the targets;
+- ``all_points_log_likelihood``: of every point of the task, context and targets
+  (`Task.points`), given the context: the set the training objective scores, and the metric
+  of the Neural-Process-Family benchmarks (Dubois et al. 2020), whose targets include the
+  context;
 - ``log_likelihood_context_N``: ``log_likelihood`` with the first ``N`` of the task's points
   as the context and the rest as targets, for each ``N`` of ``eval_context_sizes``;
 - for latent models, ``elbo`` and ``iw_log_likelihood``: the ELBO and the importance-weighted
@@ -188,6 +192,10 @@ class NeuralProcess(MetaLearner):
             "mse": weighted_mean(jnp.sum((mean - task.query.y) ** 2, -1), task.query),
         }  # fmt: skip
         points = task.points()
+        # A key of its own (not a fifth split) keeps the other metrics' draws as they were.
+        metrics["all_points_log_likelihood"] = weighted_mean(
+            self.point_log_likelihood(adapted, points, jax.random.fold_in(key, 5)), points
+        )
         if adapted.latent is not None:
             metrics.update(self.bounds(params, task.support, task.query, k_bounds, points))
         for n, k in zip(self.eval_context_sizes,
