@@ -8,9 +8,9 @@ context. ``--set kernel=matern|periodic`` swaps the kernel. The trainer follows 
 2-core CPU (experiments/RESULTS.md records each run's time).
 
 ``gp-npf-{cnp,np,anp,convcnp}`` use the data and trainer of the Neural-Process-Family
-benchmarks (Dubois et al. 2020, github.com/YannDubs/Neural-Process-Family), whose published
-log-likelihoods (CNP 1.30, NP 1.11, ANP 2.00, ConvCNP 2.53) come from them rather than from
-the sampler above: EQ length 0.2, no noise, 128 points, 0-50 of them as the context (here
+repository (Dubois et al. 2020, github.com/YannDubs/Neural-Process-Family), which differ from
+the sampler above (experiments/RESULTS.md compares both with the published figures):
+EQ length 0.2, no noise, 128 points, 0-50 of them as the context (here
 1-50: a CNP needs one), every point a target; meta-batch 32, Adam 1e-3 decayed tenfold over
 50 epochs of 50,000 functions (about 70,000 steps; here a cosine decay).
 
