@@ -17,6 +17,11 @@ Noise-free functions (``noise=0``, the Neural-Process-Family benchmarks' data) a
 a standard deviation of ``MIN_NOISE = 1e-3`` on the diagonal: without it the float32 Cholesky
 of a smooth kernel at 128 close points fails and every value is NaN. ``observation_noise`` is
 the standard deviation actually used, for the sampler and for an exact-GP oracle alike.
+
+On CPU a meta-batch's covariances are factored one matrix per LAPACK call (`cholesky`):
+jaxlib's batched CPU Cholesky waits on XLA's intra-op thread pool, and with the meta-batch
+sharded over as many CPU devices as there are pool threads every thread waits and the step
+never ends.
 """
 
 from __future__ import annotations
@@ -32,6 +37,44 @@ from metajax.core.types import Split, Task
 
 KERNELS = ("eq", "matern", "periodic")
 MIN_NOISE = 1e-3
+
+
+@jax.custom_batching.custom_vmap
+def cholesky(matrix: chex.Array) -> chex.Array:
+    """The lower Cholesky factor of ``matrix`` (``jnp.linalg.cholesky``), with a batching
+    rule that, on CPU, factors a batch one matrix at a time (``lax.map``).
+
+    A batched CPU factorization splits its batch over XLA's intra-op thread pool and blocks
+    until the pieces finish. Inside a program sharded over several CPU devices (simulated
+    with ``--xla_force_host_platform_device_count``, one pool for all), each device's call
+    can hold a pool thread while waiting for the others: with as many devices as threads,
+    none is left to run the pieces, and the step hangs. One matrix per call runs inline.
+    The factors are the same LAPACK results either way; other platforms keep the batched
+    call.
+
+    Args:
+      matrix: ``[n, n]`` symmetric positive definite.
+
+    Returns:
+      ``[n, n]`` lower triangular ``L`` with ``L @ L.T == matrix``.
+
+    Example:
+      >>> L = jax.vmap(cholesky)(jnp.stack([4.0 * jnp.eye(2), jnp.eye(2)]))
+      >>> L[:, 0, 0].tolist()
+      [2.0, 1.0]
+    """
+    return jnp.linalg.cholesky(matrix)
+
+
+@cholesky.def_vmap
+def _cholesky_batched(axis_size: int, in_batched: list[bool], matrices: chex.Array):
+    del axis_size
+    if not in_batched[0]:
+        return cholesky(matrices), False
+    factors = jax.lax.platform_dependent(
+        matrices, cpu=lambda m: jax.lax.map(cholesky, m), default=jnp.linalg.cholesky
+    )
+    return factors, True
 
 
 def kernel_matrix(kernel: str, x: chex.Array, length: chex.Array, scale: chex.Array,
@@ -115,7 +158,7 @@ class GaussianProcess:
             period = jax.random.uniform(k_p, (), minval=0.1, maxval=0.5)
         noise_var = self.observation_noise**2
         cov = kernel_matrix(self.kernel, x, length, scale, period) + noise_var * jnp.eye(n)
-        y = jnp.linalg.cholesky(cov) @ jax.random.normal(k_y, (n, 1))
+        y = cholesky(cov) @ jax.random.normal(k_y, (n, 1))
         num_context = jax.random.randint(k_n, (), self.min_context, self.max_context)
         context = jnp.arange(n) < num_context
         return Task(

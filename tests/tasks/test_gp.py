@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metajax.core.types import sample_tasks
-from metajax.tasks.gp import MIN_NOISE, GaussianProcess, kernel_matrix
+from metajax.tasks.gp import MIN_NOISE, GaussianProcess, cholesky, kernel_matrix
 
 
 def test_context_and_targets_split_every_function():
@@ -76,3 +76,20 @@ def test_bad_settings_are_refused():
         GaussianProcess(kernel="rbf2")
     with pytest.raises(ValueError, match="min_context < max_context <= num_points"):
         GaussianProcess(num_points=10, max_context=20)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_cholesky_batches_give_the_lapack_factors(jit):
+    # The batching rule factors one matrix per call on CPU; the factors must be LAPACK's.
+    a = jax.random.normal(jax.random.key(0), (3, 2, 6, 6))
+    spd = a @ jnp.swapaxes(a, -1, -2) + 6 * jnp.eye(6)
+    once = jax.vmap(cholesky)
+    twice = jax.vmap(jax.vmap(cholesky))
+    if jit:
+        once, twice = jax.jit(once), jax.jit(twice)
+    expected = jnp.linalg.cholesky(spd)
+    np.testing.assert_array_equal(twice(spd), expected)
+    np.testing.assert_array_equal(once(spd[0]), expected[0])
+    # Batched on the second axis, and unbatched matrices beside batched ones.
+    np.testing.assert_array_equal(jax.vmap(cholesky, in_axes=1, out_axes=1)(spd), expected)
+    np.testing.assert_array_equal(cholesky(spd[0, 0]), expected[0, 0])

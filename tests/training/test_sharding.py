@@ -84,3 +84,41 @@ def test_sharded_meta_batch_equals_single_device(task_chunk):
     assert "multiple of 4 (for example 8)" in out["error"]
     assert out["train_max_diff"] < 1e-5
     assert "meta_batch_size=6 does not split over 4 devices" in out["train_error"]
+
+
+GP_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import json
+    import jax, numpy as np
+    from metajax.config import get_config, override
+    from metajax.training.trainer import init_state, make_meta_step, make_train_fn, task_mesh
+
+    experiment = override(get_config("gp-cnp"), ["width=16"]).build()
+    out = {}
+    for name, mesh in (("single", None), ("sharded", task_mesh())):
+        fn = make_train_fn(make_meta_step(experiment.learner, experiment.train_tasks, 16, mesh))
+        state, metrics = fn(init_state(experiment.learner, experiment.optimizer, seed=0), 2)
+        out[name] = [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)]
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sharded_gaussian_process_meta_batch_finishes_and_equals_single_device():
+    # Each device factors its 8 functions' covariances. jaxlib's batched CPU Cholesky waited
+    # on the thread pool that both devices' programs held: on 2 cores this step used to hang
+    # forever (with 4 functions a device it did not).
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", GP_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    for a, b in zip(out["single"], out["sharded"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
