@@ -9,8 +9,9 @@ compiled step). metajax runs ``steps_per_dispatch`` steps per compiled call (the
 default of 100, and 1). Reports meta-steps/s (median of ``--repeats`` rounds), the ratio,
 metajax's compile time (the first call less the steps it ran) and PyTorch's first step, and
 the load average before the run. ``--parts`` adds where the ANP's time goes: its step
-without self-attention (``attention_layers=0``), and one attention block's forward and
-backward pass in each framework.
+without self-attention (``attention_layers=0``); one attention block's forward and backward
+pass; and one ``[800, 128] @ [128, 128]`` product (a layer of the models on a meta-batch),
+the last two in both frameworks.
 """
 
 from __future__ import annotations
@@ -88,6 +89,25 @@ def block_ms(steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def gemm_us(steps: int, repeats: int) -> float:
+    """Microseconds of one ``[800, 128] @ [128, 128]`` product (a layer of the NP models on a
+    meta-batch of 16 sets of 50 points), ``steps`` of them chained in one compiled scan."""
+    a = jax.random.normal(jax.random.key(0), (800, 128))
+    w = jax.random.normal(jax.random.key(1), (128, 128)) / 128**0.5
+
+    @jax.jit
+    def run(a, w):
+        return jax.lax.scan(lambda c, _: (c @ w, None), a, None, length=steps)[0]
+
+    jax.block_until_ready(run(a, w))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(a, w))
+        times.append((time.perf_counter() - t0) / steps * 1e6)
+    return statistics.median(times)
+
+
 def measure_torch(model: str, steps: int, repeats: int) -> dict | None:
     python = ROOT / ".venv-bench" / "bin" / "python"
     if not python.exists():
@@ -104,7 +124,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
     parser.add_argument("--parts", action="store_true",
-                        help="also the ANP without self-attention and one attention block")  # fmt: skip
+                        help="also the ANP without self-attention, one attention block, one matmul")  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()
     steps = {"cnp": 400, "anp": 60}
@@ -128,6 +148,11 @@ def main() -> None:
         torch_block = measure_torch("block", 100, args.repeats)
         if torch_block:
             parts.append(torch_block)
+        parts.append({"impl": "metajax", "part": "matmul 800x128x128",
+                      "us": gemm_us(1000, args.repeats)})  # fmt: skip
+        torch_gemm = measure_torch("gemm", 1000, args.repeats)
+        if torch_gemm:
+            parts.append(torch_gemm)
     if args.json:
         for row in rows + parts:
             print(json.dumps({**row, "load_avg_1m": load[0]}))
@@ -149,11 +174,17 @@ def main() -> None:
             print(f"{model}: metajax / PyTorch = {by['metajax', 100] / by['pytorch', 1]:.2f}x "
                   f"(100 steps a dispatch), {by['metajax', 1] / by['pytorch', 1]:.2f}x (1)")  # fmt: skip
     for part in parts:
-        figure = f"{part['ms']:.2f} ms" if "ms" in part else f"{part['steps_per_s']:.1f} steps/s"
+        if "ms" in part:
+            figure = f"{part['ms']:.2f} ms"
+        elif "us" in part:
+            figure = f"{part['us']:.1f} us ({2 * 800 * 128 * 128 / part['us'] / 1e3:.0f} GFLOP/s)"
+        else:
+            figure = f"{part['steps_per_s']:.1f} steps/s"
         print(f"part: {part['part']:<30} {part['impl']:<8} {figure}")
-    blocks = {p["impl"]: p["ms"] for p in parts if "ms" in p}
-    if len(blocks) == 2:
-        print(f"attention block: metajax / PyTorch = {blocks['pytorch'] / blocks['metajax']:.2f}x")
+    for unit, label in (("ms", "attention block"), ("us", "matmul 800x128x128")):
+        times = {p["impl"]: p[unit] for p in parts if unit in p}
+        if len(times) == 2:
+            print(f"{label}: metajax / PyTorch = {times['pytorch'] / times['metajax']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -160,9 +160,30 @@ def block_ms(steps, repeats):
     return statistics.median(times)
 
 
+def gemm_us(steps: int, repeats: int) -> float:
+    """Microseconds of one ``[800, 128] @ [128, 128]`` product (a layer of the NP models on a
+    meta-batch of 16 sets of 50 points), chained ``steps`` times."""
+    a, w = torch.randn(BATCH * POINTS, WIDTH), torch.randn(WIDTH, WIDTH) / WIDTH**0.5
+    c = a
+    for _ in range(10):
+        c = c @ w
+    times = []
+    for _ in range(repeats):
+        c = a
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            c = c @ w
+        times.append((time.perf_counter() - t0) / steps * 1e6)
+    return statistics.median(times)
+
+
 def main():
     name, steps, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.manual_seed(0)
+    if name == "gemm":
+        print(json.dumps({"impl": "pytorch", "part": "matmul 800x128x128",
+                          "us": gemm_us(steps, repeats)}))  # fmt: skip
+        return
     if name == "block":
         print(
             json.dumps(
