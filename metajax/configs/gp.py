@@ -1,11 +1,13 @@
 """Gaussian-process regression with the Neural Process family (`metajax.tasks.gp`).
 
 ``gp-{cnp,np,anp,convcnp}`` train on EQ functions with the published benchmark's sampler
-(Kim et al. 2019, Lee et al. 2020): length 0.6 and scale 1 (``random_hyperparameters=true``
-draws them from U[0.1, 0.6] and U[0.1, 1]), noise 2e-2, 50 points with 3 to 46 of them as the
-context. ``--set kernel=matern|periodic`` swaps the kernel. The trainer follows Lee et al.
-2020: meta-batch 16, Adam from 5e-4 with a cosine decay; the step counts are sized for a
-2-core CPU (experiments/RESULTS.md records each run's time).
+(Kim et al. 2019, Lee et al. 2020): length 0.6 and scale 1, noise 2e-2, 50 points with 3 to
+46 of them as the context. ``random_hyperparameters=true`` draws the length from U[0.1, 0.6]
+and the scale from U[0.1, 1] for each function, as Lee et al.'s code always does
+(github.com/juho-lee/bnp, ``regression/data/gp.py``). ``--set kernel=matern|periodic``
+swaps the kernel. The trainer is that code's and Nguyen & Grover 2022's on this sampler:
+Adam from 5e-4 with a cosine decay, meta-batch 16 (Nguyen & Grover's; Lee et al. use 100);
+the step counts are sized for a 2-core CPU (experiments/RESULTS.md records each run's time).
 
 ``gp-npf-{cnp,np,anp,convcnp}`` use the data and trainer of the Neural-Process-Family
 repository (Dubois et al. 2020, github.com/YannDubs/Neural-Process-Family), which differ from
