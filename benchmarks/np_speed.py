@@ -58,6 +58,18 @@ def measure_metajax(config: str, per_dispatch: int, steps: int, repeats: int,
             "compile_s": max(first - per_dispatch / rate, 0.0)}  # fmt: skip
 
 
+def per_call_median(call, steps: int, repeats: int) -> float:
+    """Seconds per step of ``call()`` (a compiled scan of ``steps`` steps), the median of
+    ``repeats`` timed calls after one that compiles."""
+    jax.block_until_ready(call())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
 def block_ms(steps: int, repeats: int) -> float:
     """Milliseconds of one attention block's forward and backward pass (parameter and input
     gradients) on 16 sets of 50 rows, half masked; ``steps`` passes run in one compiled
@@ -80,13 +92,7 @@ def block_ms(steps: int, repeats: int) -> float:
 
         return jax.lax.scan(body, h, None, length=steps)[1]
 
-    jax.block_until_ready(run(params, h))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(params, h))
-        times.append((time.perf_counter() - t0) / steps * 1e3)
-    return statistics.median(times)
+    return per_call_median(lambda: run(params, h), steps, repeats) * 1e3
 
 
 def gemm_us(steps: int, repeats: int) -> float:
@@ -99,13 +105,7 @@ def gemm_us(steps: int, repeats: int) -> float:
     def run(a, w):
         return jax.lax.scan(lambda c, _: (c @ w, None), a, None, length=steps)[0]
 
-    jax.block_until_ready(run(a, w))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(a, w))
-        times.append((time.perf_counter() - t0) / steps * 1e6)
-    return statistics.median(times)
+    return per_call_median(lambda: run(a, w), steps, repeats) * 1e6
 
 
 def measure_torch(model: str, steps: int, repeats: int) -> dict | None:
