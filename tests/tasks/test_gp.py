@@ -90,6 +90,8 @@ def test_cholesky_batches_give_the_lapack_factors(jit):
     expected = jnp.linalg.cholesky(spd)
     np.testing.assert_array_equal(twice(spd), expected)
     np.testing.assert_array_equal(once(spd[0]), expected[0])
-    # Batched on the second axis, and unbatched matrices beside batched ones.
+    # Batched on the second axis; an unbatched matrix inside a vmap; no vmap at all.
     np.testing.assert_array_equal(jax.vmap(cholesky, in_axes=1, out_axes=1)(spd), expected)
+    inside = jax.vmap(lambda s: cholesky(spd[0, 0]) * s)(jnp.arange(1.0, 3.0))
+    np.testing.assert_array_equal(inside, expected[0, 0] * jnp.arange(1.0, 3.0)[:, None, None])
     np.testing.assert_array_equal(cholesky(spd[0, 0]), expected[0, 0])
