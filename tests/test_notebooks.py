@@ -62,7 +62,7 @@ def test_fewshot_omniglot_executes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_neural_processes_executes(monkeypatch):
-    monkeypatch.setenv("METAJAX_NP_STEPS", "200")
+    monkeypatch.setenv("METAJAX_NP_STEPS", "100")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     path = NOTEBOOK.parent / "neural_processes.ipynb"
     nb = nbformat.read(path, as_version=4)

@@ -104,7 +104,7 @@ def test_leo_meta_gradient_through_the_latent_steps_matches_float64_finite_diffe
         query = Split(jax.random.normal(jax.random.key(3), (4, 4), jnp.float64),
                       jnp.array([0, 1, 0, 1]))  # fmt: skip
         task = Task(support, query, {})
-        grads, _ = net.meta_grad(params, task, jax.random.key(0))
+        grads, _ = jax.jit(net.meta_grad)(params, task, jax.random.key(0))
         flat, unravel = jax.flatten_util.ravel_pytree(params)
 
         @jax.jit  # one compiled call per perturbation, not an op-by-op trace

@@ -145,7 +145,7 @@ def test_fce_meta_gradient_matches_float64_finite_differences_and_it_learns():
         support = Split(support.x.astype(jnp.float64), support.y)
         task = Task(support, Split(jax.random.normal(jax.random.key(2), (6, 3), jnp.float64),
                                    jnp.arange(6) % 3), {})  # fmt: skip
-        grads, _ = net.meta_grad(params, task, jax.random.key(3))
+        grads, _ = jax.jit(net.meta_grad)(params, task, jax.random.key(3))
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
         picks = np.random.default_rng(0).choice(flat.size, 40, replace=False)

@@ -231,8 +231,8 @@ def test_a_shared_points_task_scores_as_its_joined_layout(name):
 
     for a, b in [(jax.jit(jax.value_and_grad(loss))(params, shared),
                   jax.jit(jax.value_and_grad(loss))(params, joined)),
-                 (model.evaluate_task(params, shared, jax.random.key(3)),
-                  model.evaluate_task(params, joined, jax.random.key(3)))]:  # fmt: skip
+                 (jax.jit(model.evaluate_task)(params, shared, jax.random.key(3)),
+                  jax.jit(model.evaluate_task)(params, joined, jax.random.key(3)))]:  # fmt: skip
         jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5), a, b)
 
 
@@ -240,7 +240,7 @@ def test_a_plain_regression_task_is_a_context_and_its_targets():
     model = MODELS["anp"]()
     params = model.init(jax.random.key(0))
     task = Task(_function(jax.random.key(1), 6), _function(jax.random.key(2), 9))
-    metrics = model.evaluate_task(params, task, jax.random.key(3))
+    metrics = jax.jit(model.evaluate_task)(params, task, jax.random.key(3))
     assert {"log_likelihood", "context_log_likelihood", "mse", "elbo",
             "iw_log_likelihood"} <= set(metrics)  # fmt: skip
     assert all(np.isfinite(float(v)) for v in metrics.values())

@@ -83,7 +83,7 @@ def test_meta_gradient_matches_float64_finite_differences():
     with jax.enable_x64(True):
         net, params = _net(jnp.float64, filters=2)
         task = _episode(jax.random.key(5), ways=2, queries=2, dtype=jnp.float64)
-        grads, _ = net.meta_grad(params, task, jax.random.key(0))
+        grads, _ = jax.jit(net.meta_grad)(params, task, jax.random.key(0))
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         g = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
 

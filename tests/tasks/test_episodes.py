@@ -44,7 +44,7 @@ def settings_(draw):
     return counts, groups, n_way, k_shot, k_query, within, draw(st.integers(0, 2**31 - 1))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(settings_())
 def test_episode_properties(setting):
     counts, groups, n_way, k_shot, k_query, within, seed = setting
