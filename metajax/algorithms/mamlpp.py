@@ -160,7 +160,7 @@ class MAMLPlusPlus(MAML):
       (['init', 'lr'], (3,))
       >>> tasks = jax.vmap(Sinusoid().sample)(jax.random.split(jax.random.key(1), 4))
       >>> keys = jax.random.split(jax.random.key(2), 4)
-      >>> grads, metrics = mamlpp.batch_meta_grad(params, tasks, keys, step=0)
+      >>> grads, metrics = jax.jit(mamlpp.batch_meta_grad)(params, tasks, keys, 0)
       >>> jax.tree.structure(grads) == jax.tree.structure(params)
       True
     """
