@@ -60,10 +60,10 @@ def test_jitted_meta_step_with_episode_sampling_makes_no_host_transfer():
     opt = optax.adam(1e-3)
     run = make_train_fn(make_meta_step(net, dist, meta_batch_size=4))
     state = run(init_state(net, opt, seed=0), 2)[0]  # compile, place constants
-    with jax.transfer_guard("disallow"):  # the same step count: no second compilation
+    with jax.transfer_guard("disallow"):
         state, metrics = run(state, 2)
-        state, metrics = run(state, 2)
-    assert int(state.step) == 6
-    chex.assert_shape(metrics["accuracy"], (2,))
+        state, metrics = run(state, 1)
+    assert int(state.step) == 5
+    chex.assert_shape(metrics["accuracy"], (1,))
     tasks = sample_tasks(dist, jax.random.key(0), 2)
     assert tasks.support.x.shape == (2, 3, 16, 16, 1)
